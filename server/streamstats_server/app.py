@@ -1,0 +1,89 @@
+"""Assembles the grpc.aio server: the StreamStats servicer, health, reflection and graceful stop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
+
+from streamstats_server.config import ServerConfig
+from streamstats_server.registry import Registry
+from streamstats_server.service import SERVICE_NAME, StreamStatsServicer
+
+
+class BindError(OSError):
+    """The server could not listen on the configured address."""
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class StreamStatsServer:
+    """One streamstats server: build it, ``await start()``, and ``await stop(grace)`` in a finally."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        registry: Registry | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else Registry()
+        self._interceptors = list(interceptors)
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        return format_address(self.config.host, self.port)
+
+    async def start(self) -> None:
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            # Without this a second server could silently share our port (and tests on port 0 collide).
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=self._interceptors, options=options)
+        servicer = StreamStatsServicer(self.registry, max_k=self.config.max_k)
+        pb_grpc.add_StreamStatsServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        requested = format_address(self.config.host, self.config.port)
+        try:
+            self._port = server.add_insecure_port(requested)
+        except RuntimeError as exc:
+            raise BindError(f"cannot listen on {requested}: {exc}") from exc
+        if self._port == 0:
+            raise BindError(f"cannot listen on {requested}: address in use or not available")
+        self._server = server
+        await server.start()
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace`` seconds."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

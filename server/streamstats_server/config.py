@@ -1,0 +1,109 @@
+"""Flags and environment variables -> a typed ServerConfig.
+
+Every flag --some-flag can also be set by the environment variable STREAMSTATS_SOME_FLAG; a flag given
+on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+ENV_PREFIX = "STREAMSTATS_"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerConfig:
+    """Everything the server is started with."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: str = "./data"
+    max_k: int = 10_000
+    max_message_bytes: int = 16 * MIB
+    grace_seconds: float = 10.0
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="streamstats-server",
+        description="Serve named numeric streams with exact median, top-k and bottom-k over gRPC.",
+        epilog=f"Each flag can also be set by an environment variable {ENV_PREFIX}<FLAG>, "
+        "e.g. STREAMSTATS_PORT=6000 or STREAMSTATS_MAX_K=500; the command line wins.",
+    )
+
+    def add(flag: str, kind: type | object, default: object, help_text: str) -> None:
+        env = _env_name(flag)
+        parser.add_argument(
+            flag,
+            type=kind,  # type: ignore[arg-type]
+            default=environ.get(env, default),
+            help=f"{help_text} (default: {default!r}; env {env})",
+        )
+
+    add("--host", str, defaults.host, "address to listen on; 0.0.0.0 or :: for every interface")
+    add("--port", _port, defaults.port, "port to listen on; 0 picks a free one (printed at start)")
+    add(
+        "--data-dir",
+        str,
+        defaults.data_dir,
+        "folder for durable storage (accepted now; streams are kept in memory until storage lands)",
+    )
+    add("--max-k", _positive_int, defaults.max_k, "largest k accepted by TopK and BottomK")
+    add(
+        "--max-message-bytes",
+        _positive_int,
+        defaults.max_message_bytes,
+        "largest request or response message in bytes (an AddNums of 2M values is ~16 MiB)",
+    )
+    add(
+        "--grace-seconds",
+        _non_negative_float,
+        defaults.grace_seconds,
+        "on SIGTERM/SIGINT, how long calls in flight may take to finish",
+    )
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Parse flags (argv) over environment variables (environ) over defaults."""
+    parser = build_parser(os.environ if environ is None else environ)
+    ns = parser.parse_args(argv)
+    # argparse applies type= to string defaults (our env values) too, so everything is converted here.
+    return ServerConfig(
+        host=ns.host,
+        port=ns.port,
+        data_dir=ns.data_dir,
+        max_k=ns.max_k,
+        max_message_bytes=ns.max_message_bytes,
+        grace_seconds=ns.grace_seconds,
+    )
