@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 DEFAULT_OUT = ROOT / "client"
 GENERATED_PACKAGE = Path("streamstats") / "v1"
-_INIT = '"""Generated protobuf and gRPC code for streamstats.v1 (do not edit; see scripts/gen_protos.py)."""\n'
+_INIT = (
+    '"""Generated protobuf and gRPC code for streamstats.v1 (do not edit; see scripts/gen_protos.py)."""\n'
+)
 
 
 def _plugin(name: str) -> str:
@@ -63,7 +65,9 @@ def generate(out: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write streamstats/v1/ into")
     ns = parser.parse_args()
     for path in generate(ns.out):

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from streamstats_server.app import StreamStatsServer
 from streamstats_server.config import ServerConfig
 
@@ -24,9 +25,13 @@ class ThreadedServer:
     and a test can never block the server's loop.
     """
 
-    def __init__(self, config: ServerConfig, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    def __init__(
+        self, config: ServerConfig, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="streamstats-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="streamstats-test-server", daemon=True
+        )
         self.server = StreamStatsServer(config, interceptors=interceptors)
 
     def _run(self, coro: Any) -> Any:
@@ -55,7 +60,7 @@ def server_factory() -> Iterator[ServerFactory]:
     """Start servers with config overrides (and optional interceptors); returns their addresses."""
     started: list[ThreadedServer] = []
 
-    def start(*, interceptors: Sequence[grpc.aio.ServerInterceptor] = (), **overrides: Any) -> str:
+    def start(*, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (), **overrides: Any) -> str:
         server = ThreadedServer(replace(TEST_CONFIG, **overrides), interceptors)
         started.append(server)
         return server.start()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 
+from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from streamstats_server.config import ServerConfig
 from streamstats_server.registry import Registry
 from streamstats_server.service import SERVICE_NAME, StreamStatsServicer
@@ -30,12 +32,12 @@ class StreamStatsServer:
         config: ServerConfig,
         *,
         registry: Registry | None = None,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else Registry()
         self._interceptors = list(interceptors)
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
 
@@ -61,7 +63,11 @@ class StreamStatsServer:
         pb_grpc.add_StreamStatsServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         requested = format_address(self.config.host, self.config.port)

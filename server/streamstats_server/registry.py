@@ -18,7 +18,9 @@ class Registry:
     is stepped back: the registry hands out max(last, now).
     """
 
-    def __init__(self, *, default_config: WindowConfig | None = None, clock: Callable[[], int] = time.time_ns):
+    def __init__(
+        self, *, default_config: WindowConfig | None = None, clock: Callable[[], int] = time.time_ns
+    ):
         self._streams: SortedDict = SortedDict()
         self._default_config = default_config or WindowConfig()
         self._clock = clock

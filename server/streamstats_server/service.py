@@ -11,15 +11,15 @@ import base64
 import binascii
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
-
 from streamstats_server.errors import DomainError, InvalidArgument, StreamAlreadyExists, StreamNotFound
 from streamstats_server.registry import Registry
 from streamstats_server.stream import Stream, WindowConfig
@@ -39,9 +39,9 @@ _STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     StreamAlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
 }
 
-_P = ParamSpec("_P")
+Context = grpc.aio.ServicerContext[Any, Any]
 _R = TypeVar("_R")
-_Handler = Callable[Concatenate["StreamStatsServicer", Any, grpc.aio.ServicerContext, _P], Awaitable[_R]]
+_Handler = Callable[["StreamStatsServicer", Any, Context], Awaitable[_R]]
 
 
 def _status_code(exc: DomainError) -> grpc.StatusCode:
@@ -65,15 +65,13 @@ def _rich_status(code: grpc.StatusCode, exc: DomainError) -> grpc.Status:
     return status
 
 
-def _translate_errors(handler: _Handler[_P, _R]) -> _Handler[_P, _R]:
+def _translate_errors(handler: _Handler[_R]) -> _Handler[_R]:
     """Turn a DomainError raised by ``handler`` into an aborted call with the matching status."""
 
     @functools.wraps(handler)
-    async def wrapper(
-        self: StreamStatsServicer, request: Any, context: grpc.aio.ServicerContext, *args: _P.args, **kwargs: _P.kwargs
-    ) -> _R:
+    async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> _R:
         try:
-            return await handler(self, request, context, *args, **kwargs)
+            return await handler(self, request, context)
         except DomainError as exc:
             code = _status_code(exc)
             status = _rich_status(code, exc)
@@ -101,7 +99,9 @@ def _config_pb(config: WindowConfig) -> pb.StreamConfig:
 
 
 def _stream_pb(stream: Stream, count: int) -> pb.Stream:
-    message = pb.Stream(name=stream.name, config=_config_pb(stream.config), count=count, total_added=stream.total_added)
+    message = pb.Stream(
+        name=stream.name, config=_config_pb(stream.config), count=count, total_added=stream.total_added
+    )
     message.create_time.FromNanoseconds(stream.create_time_ns)
     return message
 
@@ -135,7 +135,7 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         self._max_k = max_k
 
     @_translate_errors
-    async def CreateStream(self, request: pb.CreateStreamRequest, context: grpc.aio.ServicerContext) -> pb.Stream:
+    async def CreateStream(self, request: pb.CreateStreamRequest, context: Context) -> pb.Stream:
         name = check_name("name", request.name)
         config = _window_config("config", request.config)
         stream = self._registry.create(name, config)
@@ -143,15 +143,13 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
             return _stream_pb(stream, stream.count(self._registry.now_ns()))
 
     @_translate_errors
-    async def GetStream(self, request: pb.GetStreamRequest, context: grpc.aio.ServicerContext) -> pb.Stream:
+    async def GetStream(self, request: pb.GetStreamRequest, context: Context) -> pb.Stream:
         stream = self._registry.get(check_name("name", request.name))
         async with stream.lock:
             return _stream_pb(stream, stream.count(self._registry.now_ns()))
 
     @_translate_errors
-    async def ListStreams(
-        self, request: pb.ListStreamsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListStreamsResponse:
+    async def ListStreams(self, request: pb.ListStreamsRequest, context: Context) -> pb.ListStreamsResponse:
         limit = check_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(request.page_token)
         streams, more = self._registry.page(request.prefix, after, limit)
@@ -165,7 +163,7 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
 
     @_translate_errors
     async def DeleteStream(
-        self, request: pb.DeleteStreamRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteStreamRequest, context: Context
     ) -> pb.DeleteStreamResponse:
         name = check_name("name", request.name)
         stream = self._registry.get(name)
@@ -175,33 +173,33 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         return pb.DeleteStreamResponse()
 
     @_translate_errors
-    async def AddNum(self, request: pb.AddNumRequest, context: grpc.aio.ServicerContext) -> pb.AddNumResponse:
+    async def AddNum(self, request: pb.AddNumRequest, context: Context) -> pb.AddNumResponse:
         count, total = await self._add(request.stream, [request.value], "value")
         return pb.AddNumResponse(count=count, total_added=total)
 
     @_translate_errors
-    async def AddNums(self, request: pb.AddNumsRequest, context: grpc.aio.ServicerContext) -> pb.AddNumsResponse:
+    async def AddNums(self, request: pb.AddNumsRequest, context: Context) -> pb.AddNumsResponse:
         count, total = await self._add(request.stream, request.values, "values")
         return pb.AddNumsResponse(count=count, total_added=total)
 
     @_translate_errors
     async def StreamNums(
-        self, request_iterator: AsyncIterator[pb.AddNumsRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.AddNumsRequest], context: Context
     ) -> pb.StreamNumsResponse:
         applied = 0
         async for request in request_iterator:
             try:
                 await self._add(request.stream, request.values, "values")
             except DomainError as exc:
-                exc.message = f"{exc.message}; {applied} values from earlier messages of this call were applied"
+                exc.message = (
+                    f"{exc.message}; {applied} values from earlier messages of this call were applied"
+                )
                 raise
             applied += len(request.values)
         return pb.StreamNumsResponse(values_added=applied)
 
     @_translate_errors
-    async def FindMedian(
-        self, request: pb.FindMedianRequest, context: grpc.aio.ServicerContext
-    ) -> pb.FindMedianResponse:
+    async def FindMedian(self, request: pb.FindMedianRequest, context: Context) -> pb.FindMedianResponse:
         stream = self._registry.get(check_name("stream", request.stream))
         async with stream.lock:
             now = self._registry.now_ns()
@@ -209,7 +207,7 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
             return pb.FindMedianResponse(median=median, count=stream.count(now))
 
     @_translate_errors
-    async def TopK(self, request: pb.TopKRequest, context: grpc.aio.ServicerContext) -> pb.TopKResponse:
+    async def TopK(self, request: pb.TopKRequest, context: Context) -> pb.TopKResponse:
         name = check_name("stream", request.stream)
         k = check_k(request.k, self._max_k)
         stream = self._registry.get(name)
@@ -218,7 +216,7 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
             return pb.TopKResponse(values=stream.top_k(k, now), count=stream.count(now))
 
     @_translate_errors
-    async def BottomK(self, request: pb.BottomKRequest, context: grpc.aio.ServicerContext) -> pb.BottomKResponse:
+    async def BottomK(self, request: pb.BottomKRequest, context: Context) -> pb.BottomKResponse:
         name = check_name("stream", request.stream)
         k = check_k(request.k, self._max_k)
         stream = self._registry.get(name)

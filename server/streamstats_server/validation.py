@@ -18,7 +18,9 @@ def check_name(field: str, name: str) -> str:
         if not name:
             raise InvalidArgument(field, name, "must not be empty")
         if len(name) > MAX_NAME_LENGTH:
-            raise InvalidArgument(field, name, f"must be at most {MAX_NAME_LENGTH} characters, not {len(name)}")
+            raise InvalidArgument(
+                field, name, f"must be at most {MAX_NAME_LENGTH} characters, not {len(name)}"
+            )
         bad = next(c for c in name if _NAME.fullmatch(c) is None)
         raise InvalidArgument(
             field, name, f"character {bad!r} not allowed (use ASCII letters, digits and _ . : / -)"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
+
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 
@@ -83,7 +84,10 @@ def test_sigterm_lets_a_call_in_flight_finish() -> None:
 
 
 def test_flags_come_from_the_environment_and_the_command_line_wins() -> None:
-    with running(env={"STREAMSTATS_MAX_K": "3"}) as (proc, address), grpc.insecure_channel(address) as channel:
+    with (
+        running(env={"STREAMSTATS_MAX_K": "3"}) as (_, address),
+        grpc.insecure_channel(address) as channel,
+    ):
         stub = pb_grpc.StreamStatsStub(channel)
         stub.AddNums(pb.AddNumsRequest(stream="s", values=[1.0, 2.0, 3.0, 4.0]), timeout=10)
         assert len(stub.TopK(pb.TopKRequest(stream="s", k=3), timeout=10).values) == 3
@@ -91,7 +95,7 @@ def test_flags_come_from_the_environment_and_the_command_line_wins() -> None:
             stub.TopK(pb.TopKRequest(stream="s", k=4), timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with (
-        running("--max-k", "4", env={"STREAMSTATS_MAX_K": "3"}) as (proc, address),
+        running("--max-k", "4", env={"STREAMSTATS_MAX_K": "3"}) as (_, address),
         grpc.insecure_channel(address) as channel,
     ):
         stub = pb_grpc.StreamStatsStub(channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from streamstats_server.config import MIB, ServerConfig, parse_config
 
 

@@ -1,0 +1,233 @@
+"""Cost of the in-memory structures: time per operation and bytes per stored value.
+
+Run:  .venv/bin/python bench/structures_cost.py [--load N] [--sizes 1000,100000,1000000]
+
+In-process and single-threaded; times are wall-clock ns per value (or per query) including the
+Python call overhead, after a warm-up.  The values are uniform random doubles.  Expect about a
+minute at the default sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from streamstats_server.structures import MedianHeaps, SlidingWindow
+from streamstats_server.structures.sorted_floats import DEFAULT_LOAD
+
+T0 = 1_700_000_000_000_000_000
+BATCH = 1000
+BIG_BATCH = 100_000
+# Each measurement repeats until it has timed at least this many operations and this many ns.
+MIN_OPS = 20_000
+MIN_NS = 100_000_000
+
+
+def random_values(rng: random.Random, n: int) -> list[float]:
+    return [rng.random() for _ in range(n)]
+
+
+def measure(setup: Callable[[], Callable[[], int]]) -> float:
+    """ns per operation: ``setup()`` builds a fresh state (untimed) and returns a runner that
+    performs some operations (timed) and returns how many it did."""
+    setup()()  # warm-up
+    ops = 0
+    elapsed = 0
+    while ops < MIN_OPS or elapsed < MIN_NS:
+        run = setup()
+        gc.collect()
+        start = time.perf_counter_ns()
+        ops += run()
+        elapsed += time.perf_counter_ns() - start
+    return elapsed / ops
+
+
+def unbounded_costs(n: int, load: int, rng: random.Random) -> dict[str, float]:
+    base = random_values(rng, n)
+    fresh = random_values(rng, 10 * BATCH)
+    big = random_values(rng, BIG_BATCH)
+    heaps = MedianHeaps(base, load=load)
+
+    # Adds grow the structure, so each round starts from a copy and adds at most n / 10 values.
+    def add_setup() -> Callable[[], int]:
+        mh = MedianHeaps(base, load=load)
+        values = fresh[: max(1, min(len(fresh), n // 10))]
+
+        def run() -> int:
+            add = mh.add
+            for v in values:
+                add(v)
+            return len(values)
+
+        return run
+
+    # Like add_setup: up to n / 10 values per round, here in batches of BATCH.
+    def update_setup() -> Callable[[], int]:
+        mh = MedianHeaps(base, load=load)
+        batches = [fresh[i : i + BATCH] for i in range(0, max(BATCH, min(len(fresh), n // 10)), BATCH)]
+
+        def run() -> int:
+            for batch in batches:
+                mh.update(batch)
+            return BATCH * len(batches)
+
+        return run
+
+    def big_update_setup() -> Callable[[], int]:
+        mh = MedianHeaps(base, load=load)
+
+        def run() -> int:
+            mh.update(big)
+            return len(big)
+
+        return run
+
+    def query_setup(query: Callable[[], object], repeat: int = 1000) -> Callable[[], Callable[[], int]]:
+        def setup() -> Callable[[], int]:
+            def run() -> int:
+                for _ in range(repeat):
+                    query()
+                return repeat
+
+            return run
+
+        return setup
+
+    return {
+        "add": measure(add_setup),
+        f"update({BATCH})": measure(update_setup),
+        f"update({BIG_BATCH})": measure(big_update_setup),
+        "median": measure(query_setup(heaps.median)),
+        "top_k(10)": measure(query_setup(lambda: heaps.top_k(10))),
+        "bottom_k(10)": measure(query_setup(lambda: heaps.bottom_k(10))),
+        "top_k(1000)": measure(query_setup(lambda: heaps.top_k(1000), repeat=20)),
+    }
+
+
+def count_window_costs(n: int, load: int, rng: random.Random) -> dict[str, float]:
+    """Steady state of a full count window of size n: every value added evicts the oldest one."""
+    base = random_values(rng, n)
+    fresh = random_values(rng, 10 * BATCH)
+    window = SlidingWindow(max_count=n, load=load)
+    window.add_many(base, T0)
+    clock = [T0]
+
+    def single_setup() -> Callable[[], int]:
+        values = fresh[: min(len(fresh), 2 * BATCH)]
+
+        def run() -> int:
+            add_many = window.add_many
+            now = clock[0]
+            for v in values:
+                now += 1
+                add_many((v,), now)
+            clock[0] = now
+            return len(values)
+
+        return run
+
+    def batch_setup() -> Callable[[], int]:
+        batches = [fresh[i : i + BATCH] for i in range(0, len(fresh), BATCH)]
+
+        def run() -> int:
+            now = clock[0]
+            for batch in batches:
+                now += 1
+                window.add_many(batch, now)
+            clock[0] = now
+            return len(fresh)
+
+        return run
+
+    return {"window add": measure(single_setup), f"window add({BATCH})": measure(batch_setup)}
+
+
+def traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    built = build()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, built
+
+
+def memory_costs(n: int, load: int, rng: random.Random) -> dict[str, float]:
+    values = random_values(rng, n)
+
+    def heaps_singly() -> MedianHeaps:
+        mh = MedianHeaps(load=load)
+        for v in values:
+            mh.add(v)
+        return mh
+
+    def window_batches() -> SlidingWindow:
+        w = SlidingWindow(load=load)
+        for i in range(0, n, BATCH):
+            w.add_many(values[i : i + BATCH], T0 + i)
+        return w
+
+    def window_singly() -> SlidingWindow:
+        w = SlidingWindow(load=load)
+        for i, v in enumerate(values):
+            w.add_many((v,), T0 + i)
+        return w
+
+    def window_count_steady() -> SlidingWindow:
+        w = SlidingWindow(max_count=n, load=load)
+        w.add_many(values, T0)
+        for i, v in enumerate(values):  # replace every value once, one at a time
+            w.add_many((v,), T0 + 1 + i)
+        return w
+
+    builds: dict[str, Callable[[], object]] = {
+        "MedianHeaps, bulk": lambda: MedianHeaps(values, load=load),
+        "MedianHeaps, single adds": heaps_singly,
+        f"SlidingWindow, batches of {BATCH}": window_batches,
+        "SlidingWindow, single adds at distinct times": window_singly,
+        "count window after n single adds (steady)": window_count_steady,
+        "reference: list of n float objects": lambda: [v * 1.0 for v in values],
+    }
+    out: dict[str, float] = {}
+    for name, build in builds.items():
+        size, built = traced_bytes(build)
+        out[name] = size / n
+        del built
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--load", type=int, default=DEFAULT_LOAD, help="SortedFloats chunk load")
+    parser.add_argument("--sizes", default="1000,100000,1000000", help="live value counts, comma-separated")
+    parser.add_argument("--no-memory", action="store_true", help="skip the (slow) memory measurement")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = random.Random(42)
+
+    rows: dict[str, dict[int, float]] = {}
+    for n in sizes:
+        costs = {**unbounded_costs(n, args.load, rng), **count_window_costs(n, args.load, rng)}
+        for name, ns in costs.items():
+            rows.setdefault(name, {})[n] = ns
+    print(f"ns per value (add/update/window) or per call (queries); load={args.load}")
+    print(f"{'operation':<20}" + "".join(f"{f'n={n:,}':>14}" for n in sizes))
+    for name, by_size in rows.items():
+        print(f"{name:<20}" + "".join(f"{by_size[n]:>14,.0f}" for n in sizes))
+
+    if not args.no_memory:
+        n = max(sizes)
+        print(f"\nbytes per value at n={n:,} (tracemalloc)")
+        for name, per_value in memory_costs(n, args.load, rng).items():
+            print(f"{name:<48}{per_value:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Client settings: one frozen value object shared by the sync and async clients."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["ClientConfig"]
+
+# gRPC rejects a retry policy above 5 attempts (it silently clamps), so more retries than this
+# would be a promise the channel does not keep.
+MAX_READ_RETRIES = 4
+
+# Below this a request naming a stream could not carry even one value.
+MIN_MESSAGE_BYTES = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientConfig:
+    """How a :class:`~streamstats.Client` or :class:`~streamstats.AsyncClient` talks to the server.
+
+    Attributes:
+        timeout: Default deadline of every call, in seconds; a method's ``timeout=`` overrides it.
+            It bounds the whole call, retries included.
+        max_message_bytes: Largest message sent or received. Set it to the server's limit:
+            ``add_many`` splits batches to fit it.
+        read_retries: Extra attempts for reads (GetStream, ListStreams, FindMedian, TopK,
+            BottomK) that fail with UNAVAILABLE; 0 disables retries, at most 4. Writes are never
+            retried, so a write is applied at most once per call.
+        retry_initial_backoff, retry_max_backoff, retry_backoff_multiplier: The exponential
+            backoff between read attempts, in seconds (gRPC adds random jitter).
+    """
+
+    timeout: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    read_retries: int = 4
+    retry_initial_backoff: float = 0.1
+    retry_max_backoff: float = 2.0
+    retry_backoff_multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        _positive("timeout", self.timeout)
+        _positive("retry_initial_backoff", self.retry_initial_backoff)
+        _positive("retry_max_backoff", self.retry_max_backoff)
+        _positive("retry_backoff_multiplier", self.retry_backoff_multiplier)
+        if isinstance(self.max_message_bytes, bool) or not isinstance(self.max_message_bytes, int):
+            raise TypeError(f"max_message_bytes must be an int, got {self.max_message_bytes!r}")
+        if not MIN_MESSAGE_BYTES <= self.max_message_bytes <= 2**31 - 1:
+            raise ValueError(
+                f"max_message_bytes must be between {MIN_MESSAGE_BYTES} and {2**31 - 1}, "
+                f"got {self.max_message_bytes}"
+            )
+        if isinstance(self.read_retries, bool) or not isinstance(self.read_retries, int):
+            raise TypeError(f"read_retries must be an int, got {self.read_retries!r}")
+        if not 0 <= self.read_retries <= MAX_READ_RETRIES:
+            raise ValueError(
+                f"read_retries must be between 0 and {MAX_READ_RETRIES}, got {self.read_retries}"
+            )
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

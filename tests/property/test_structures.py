@@ -1,0 +1,359 @@
+"""Stateful property tests: each structure against a naive model, with _check() after every step.
+
+Chunk sizes are made tiny (load=2..16, FIFO chunks of 1..5) so that a few dozen values already
+split, merge and drop chunks.  Values are drawn mostly from small pools so that duplicates (also of
+the median boundary) are the rule, mixed with arbitrary finite floats and the extremes.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from streamstats_server.structures import MedianHeaps, SlidingWindow, SortedFloats
+
+MAX = 1.7976931348623157e308
+MIN_SUBNORMAL = 5e-324
+EXTREMES = [MAX, -MAX, MIN_SUBNORMAL, -MIN_SUBNORMAL, 2.2250738585072014e-308, 1e308, -1e308, 0.0, -0.0]
+
+values = st.one_of(
+    st.integers(-3, 3).map(float),  # many duplicates
+    st.sampled_from([0.0, -0.0, 0.5, 1.0, 1.0, 2.5, -7.25, 1e-300]),
+    st.sampled_from(EXTREMES),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+batches = st.lists(values, max_size=60)
+# Batches of huge values put two huge values of one sign in the middle, where a + b overflows.
+huge = st.one_of(
+    st.sampled_from([MAX, -MAX, 1e308, -1e308, 1.5e308]),
+    st.floats(min_value=1e307, max_value=MAX),
+    st.floats(min_value=-MAX, max_value=-1e307),
+)
+huge_batches = st.lists(huge, min_size=1, max_size=30)
+loads = st.sampled_from([2, 3, 4, 8, 16])
+ks = st.integers(0, 80)
+
+# max_examples runs of up to stateful_step_count steps per machine: about 25 s in all on 2 cores.
+MACHINE_SETTINGS = settings(max_examples=200, stateful_step_count=50, deadline=None)
+WINDOW_SETTINGS = settings(MACHINE_SETTINGS, max_examples=400)  # the most moving parts
+
+
+def reference_median(ordered: list[float]) -> float | None:
+    """The correctly rounded median of a sorted list, computed exactly."""
+    n = len(ordered)
+    if not n:
+        return None
+    if n % 2:
+        return ordered[n // 2]
+    return float((Fraction(ordered[n // 2 - 1]) + Fraction(ordered[n // 2])) / 2)
+
+
+def same_floats(got: list[float], expected: list[float]) -> bool:
+    """Element-wise ``==``, without the identity shortcut of list equality (which would let a NaN
+    object equal itself); note that 0.0 == -0.0."""
+    return len(got) == len(expected) and all(g == e for g, e in zip(got, expected, strict=True))
+
+
+class SortedFloatsMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: list[float] = []
+        self.sf = SortedFloats(load=2)
+
+    @initialize(load=loads, initial=batches)
+    def start(self, load: int, initial: list[float]) -> None:
+        self.sf = SortedFloats(initial, load=load)
+        self.model = sorted(initial)
+
+    @rule(v=values)
+    def add(self, v: float) -> None:
+        self.sf.add(v)
+        self.model.append(v)
+        self.model.sort()
+
+    @rule(batch=batches)
+    def update(self, batch: list[float]) -> None:
+        self.sf.update(batch)
+        self.model = sorted(self.model + batch)
+
+    @rule(batch=st.lists(values, min_size=100, max_size=300))
+    def update_big(self, batch: list[float]) -> None:
+        self.update(batch)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove_present(self, data: st.DataObject) -> None:
+        v = data.draw(st.sampled_from(self.model))
+        self.sf.remove(v)
+        self.model.remove(v)
+
+    @rule(v=values)
+    def remove_maybe_absent(self, v: float) -> None:
+        if v in self.model:
+            self.sf.remove(v)
+            self.model.remove(v)
+        else:
+            with pytest.raises(ValueError, match="not in"):
+                self.sf.remove(v)
+
+    @rule()
+    def pop_min(self) -> None:
+        if self.model:
+            assert self.sf.pop_min() == self.model.pop(0)
+        else:
+            with pytest.raises(IndexError):
+                self.sf.pop_min()
+
+    @rule()
+    def pop_max(self) -> None:
+        if self.model:
+            assert self.sf.pop_max() == self.model.pop()
+        else:
+            with pytest.raises(IndexError):
+                self.sf.pop_max()
+
+    @rule(k=ks)
+    def pop_smallest(self, k: int) -> None:
+        assert same_floats(self.sf.pop_smallest(k), self.model[:k])
+        del self.model[:k]
+
+    @rule(k=ks)
+    def pop_largest(self, k: int) -> None:
+        assert same_floats(self.sf.pop_largest(k), self.model[::-1][:k])
+        del self.model[len(self.model) - min(k, len(self.model)) :]
+
+    @rule(k=ks)
+    def smallest_largest(self, k: int) -> None:
+        assert same_floats(self.sf.smallest(k), self.model[:k])
+        assert same_floats(self.sf.largest(k), self.model[::-1][:k])
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        self.sf._check()
+        assert len(self.sf) == len(self.model)
+        assert same_floats(list(self.sf), self.model)
+        if self.model:
+            assert self.sf.min() == self.model[0]
+            assert self.sf.max() == self.model[-1]
+        else:
+            with pytest.raises(ValueError, match="empty"):
+                self.sf.min()
+            with pytest.raises(ValueError, match="empty"):
+                self.sf.max()
+
+
+class MedianHeapsMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: list[float] = []
+        self.mh = MedianHeaps(load=2)
+
+    @initialize(load=loads, initial=batches)
+    def start(self, load: int, initial: list[float]) -> None:
+        self.mh = MedianHeaps(initial, load=load)
+        self.model = sorted(initial)
+
+    @rule(v=values)
+    def add(self, v: float) -> None:
+        self.mh.add(v)
+        self.model.append(v)
+        self.model.sort()
+
+    @rule(batch=batches)
+    def update(self, batch: list[float]) -> None:
+        self.mh.update(batch)
+        self.model = sorted(self.model + batch)
+
+    @rule(batch=st.lists(values, min_size=100, max_size=300))
+    def update_big(self, batch: list[float]) -> None:
+        self.update(batch)
+
+    @rule(batch=huge_batches)
+    def update_huge(self, batch: list[float]) -> None:
+        self.update(batch)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove_present(self, data: st.DataObject) -> None:
+        v = data.draw(st.sampled_from(self.model))
+        self.mh.remove(v)
+        self.model.remove(v)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove_boundary(self, data: st.DataObject) -> None:
+        # The value at or next to the middle, which often has duplicates in both halves.
+        n = len(self.model)
+        middle = sorted({max(0, n // 2 - 1), n // 2, min(n - 1, n // 2 + 1)})
+        v = self.model[data.draw(st.sampled_from(middle))]
+        self.mh.remove(v)
+        self.model.remove(v)
+
+    @rule(v=values)
+    def remove_maybe_absent(self, v: float) -> None:
+        if v in self.model:
+            self.mh.remove(v)
+            self.model.remove(v)
+        else:
+            with pytest.raises(ValueError, match="not in"):
+                self.mh.remove(v)
+
+    @rule(k=ks)
+    def top_bottom(self, k: int) -> None:
+        assert same_floats(self.mh.top_k(k), self.model[::-1][:k])
+        assert same_floats(self.mh.bottom_k(k), self.model[:k])
+
+    @rule(k=st.integers(-5, -1))
+    def negative_k(self, k: int) -> None:
+        with pytest.raises(ValueError, match="non-negative"):
+            self.mh.top_k(k)
+        with pytest.raises(ValueError, match="non-negative"):
+            self.mh.bottom_k(k)
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        self.mh._check()
+        assert len(self.mh) == len(self.model)
+        assert self.mh.median() == reference_median(self.model)
+
+
+T0 = 1_700_000_000_000_000_000  # a realistic epoch time in ns: far beyond 2**53, so not a double
+
+
+class SlidingWindowMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = T0
+        self.model: list[tuple[float, int]] = []
+        self.w = SlidingWindow()
+        self.load, self.fifo_chunk = 2, 1
+        self.latest: int | None = None  # the latest time the window has seen
+
+    @initialize(
+        max_count=st.sampled_from([0, 1, 2, 5, 13, 40]),
+        max_age_ns=st.sampled_from([0, 1, 3, 10, 1000]),
+        load=loads,
+        fifo_chunk=st.sampled_from([1, 2, 3, 5, 4096]),
+    )
+    def start(self, max_count: int, max_age_ns: int, load: int, fifo_chunk: int) -> None:
+        self.w = SlidingWindow(max_count, max_age_ns, load=load, fifo_chunk=fifo_chunk)
+        self.load, self.fifo_chunk = load, fifo_chunk
+
+    def _model_expire(self) -> int:
+        before = len(self.model)
+        max_age = self.w.max_age_ns
+        if max_age:
+            self.model = [(v, t) for v, t in self.model if self.now - t < max_age]
+        return before - len(self.model)
+
+    @rule(batch=batches, dt=st.one_of(st.just(0), st.integers(0, 12)))
+    def add_many(self, batch: list[float], dt: int) -> None:
+        self.now += dt
+        self.latest = self.now
+        self.w.add_many(batch, self.now)
+        self.model.extend((v + 0.0, self.now) for v in batch)
+        if self.w.max_count:
+            self.model = self.model[-self.w.max_count :]
+        self._model_expire()
+
+    @rule(batch=huge_batches, dt=st.integers(0, 3))
+    def add_huge(self, batch: list[float], dt: int) -> None:
+        self.add_many(batch, dt)
+
+    @rule(v=values, dt=st.integers(0, 3))
+    def add_one(self, v: float, dt: int) -> None:
+        self.add_many([v], dt)
+
+    @rule(dt=st.integers(0, 15))
+    def expire(self, dt: int) -> None:
+        self.now += dt
+        self.latest = self.now
+        removed = self.w.expire(self.now)
+        assert removed == self._model_expire()
+
+    @precondition(lambda self: self.latest is not None)
+    @rule(dt=st.integers(1, 5), batch=batches)
+    def time_goes_back(self, dt: int, batch: list[float]) -> None:
+        assert self.latest is not None
+        past = self.latest - dt
+        with pytest.raises(ValueError, match="backwards"):
+            self.w.add_many(batch, past)
+        assert self.w.expire(past) == 0
+
+    @rule()
+    def restore(self) -> None:
+        w = self.w
+        self.w = SlidingWindow.from_items(
+            w.items(), w.max_count, w.max_age_ns, load=self.load, fifo_chunk=self.fifo_chunk
+        )
+        # The restored window only knows the times of its items.
+        self.latest = self.model[-1][1] if self.model else None
+
+    @rule()
+    def restore_from_state(self) -> None:
+        w = self.w
+        state = w.state()
+        self.w = SlidingWindow.from_state(
+            state, w.max_count, w.max_age_ns, load=self.load, fifo_chunk=self.fifo_chunk
+        )
+        self.latest = self.model[-1][1] if self.model else None
+        # The state is a copy: changing the old window leaves the new one alone.
+        w.add_many([1.0, 2.0], self.now)
+        assert sum(len(c) for c in state.values) == len(self.model)
+
+    @rule(k=ks)
+    def queries(self, k: int) -> None:
+        ordered = sorted(v for v, _ in self.model)
+        assert self.w.median() == reference_median(ordered)
+        assert same_floats(self.w.top_k(k), ordered[::-1][:k])
+        assert same_floats(self.w.bottom_k(k), ordered[:k])
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        self.w._check()
+        assert len(self.w) == len(self.model)
+        assert list(self.w.items()) == self.model
+        assert all(math.copysign(1.0, v) > 0 for v, _ in self.w.items() if v == 0.0)
+
+
+TestSortedFloats = SortedFloatsMachine.TestCase
+TestSortedFloats.settings = MACHINE_SETTINGS
+TestMedianHeaps = MedianHeapsMachine.TestCase
+TestMedianHeaps.settings = MACHINE_SETTINGS
+TestSlidingWindow = SlidingWindowMachine.TestCase
+TestSlidingWindow.settings = WINDOW_SETTINGS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(st.tuples(values, st.integers(0, 4)), max_size=80),
+    max_count=st.sampled_from([0, 1, 3, 20]),
+    max_age_ns=st.sampled_from([0, 1, 4, 50]),
+    fifo_chunk=st.sampled_from([1, 3, 4096]),
+)
+def test_from_items_matches_replay(
+    items: list[tuple[float, int]], max_count: int, max_age_ns: int, fifo_chunk: int
+) -> None:
+    """Restoring a window from items equals replaying them one batch per distinct time."""
+    timed: list[tuple[float, int]] = []
+    now = T0
+    for v, dt in items:
+        now += dt
+        timed.append((v, now))
+    restored = SlidingWindow.from_items(timed, max_count, max_age_ns, load=3, fifo_chunk=fifo_chunk)
+    restored._check()
+    replayed = SlidingWindow(max_count, max_age_ns, load=3, fifo_chunk=fifo_chunk)
+    i = 0
+    while i < len(timed):
+        j = i
+        while j < len(timed) and timed[j][1] == timed[i][1]:
+            j += 1
+        replayed.add_many([v for v, _ in timed[i:j]], timed[i][1])
+        i = j
+    assert list(restored.items()) == list(replayed.items())
+    assert restored.median() == replayed.median()
