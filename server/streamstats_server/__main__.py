@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 from streamstats_server.app import StreamStatsServer
 from streamstats_server.config import ServerConfig, parse_config
+from streamstats_server.storage import RecoveryError
 
 
 async def serve(config: ServerConfig) -> None:
@@ -29,9 +31,10 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(config))
-    except OSError as exc:
+    except (OSError, RecoveryError) as exc:
         sys.exit(f"streamstats-server: {exc}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +16,10 @@ from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from streamstats_server.config import ServerConfig
 from streamstats_server.registry import Registry
 from streamstats_server.service import SERVICE_NAME, StreamStatsServicer
+from streamstats_server.storage import DurableStorage, RecoveryReport, StorageConfig
+from streamstats_server.storage.fs import FileSystem
+
+log = logging.getLogger("streamstats.server")
 
 
 class BindError(OSError):
@@ -31,11 +37,13 @@ class StreamStatsServer:
         self,
         config: ServerConfig,
         *,
-        registry: Registry | None = None,
+        fs: FileSystem | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self.config = config
-        self.registry = registry if registry is not None else Registry()
+        self._fs = fs
+        self.registry = Registry()
+        self.recovery: RecoveryReport | None = None
         self._interceptors = list(interceptors)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -51,7 +59,39 @@ class StreamStatsServer:
     def address(self) -> str:
         return format_address(self.config.host, self.port)
 
+    async def _open_storage(self) -> None:
+        """Recover the data dir (off the loop) and install its streams; nothing to do in memory."""
+        if self.config.in_memory:
+            return
+        storage = DurableStorage(
+            StorageConfig(
+                data_dir=self.config.data_dir,
+                fsync=self.config.fsync,
+                checkpoint_bytes=self.config.checkpoint_bytes,
+                repair=self.config.repair,
+            ),
+            self._fs,
+        )
+        try:
+            recovered, report = await asyncio.to_thread(storage.recover)
+        except BaseException:
+            await storage.close()
+            raise
+        self.recovery = report
+        self.registry = Registry(storage)
+        self.registry.load(recovered)
+        storage.start()
+        log.info(
+            "recovered %d streams, %d live values (%d log records replayed, checkpoint %s) from %s",
+            report.streams,
+            report.values,
+            report.records_replayed,
+            report.checkpoint or "none",
+            storage.directory,
+        )
+
     async def start(self) -> None:
+        await self._open_storage()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -74,8 +114,10 @@ class StreamStatsServer:
         try:
             self._port = server.add_insecure_port(requested)
         except RuntimeError as exc:
+            await self.registry.close()
             raise BindError(f"cannot listen on {requested}: {exc}") from exc
         if self._port == 0:
+            await self.registry.close()
             raise BindError(f"cannot listen on {requested}: address in use or not available")
         self._server = server
         await server.start()
@@ -84,11 +126,11 @@ class StreamStatsServer:
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace`` seconds."""
-        if self._server is None:
-            return
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
-        self._server = None
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            self._server = None
+        await self.registry.close()
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

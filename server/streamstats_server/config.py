@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from streamstats_server.storage import FsyncPolicy
+
 MIB = 1024 * 1024
 ENV_PREFIX = "STREAMSTATS_"
 
@@ -21,10 +23,20 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
-    data_dir: str = "./data"
+    data_dir: str = "./data"  # "" keeps everything in memory (no durability)
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    repair: bool = False
+    checkpoint_bytes: int = 32 * MIB
     max_k: int = 10_000
     max_message_bytes: int = 16 * MIB
     grace_seconds: float = 10.0
+
+    @property
+    def in_memory(self) -> bool:
+        return not self.data_dir
+
+
+_BOOLEANS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 
 
 def _env_name(flag: str) -> str:
@@ -43,6 +55,14 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
     return value
+
+
+def _fsync_policy(text: str) -> FsyncPolicy:
+    try:
+        return FsyncPolicy(text)
+    except ValueError:
+        choices = ", ".join(p.value for p in FsyncPolicy)
+        raise argparse.ArgumentTypeError(f"must be one of {choices}, got {text!r}") from None
 
 
 def _non_negative_float(text: str) -> float:
@@ -70,13 +90,51 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             help=f"{help_text} (default: {default!r}; env {env})",
         )
 
+    def add_flag(flag: str, help_text: str) -> None:
+        env = _env_name(flag)
+        raw = environ.get(env, "")
+        if raw.lower() not in _BOOLEANS:
+            parser.error(f"{env}={raw!r}: use one of {', '.join(sorted(b for b in _BOOLEANS if b))}")
+        parser.add_argument(
+            flag, action="store_true", default=_BOOLEANS[raw.lower()], help=f"{help_text} (env {env}=1)"
+        )
+
     add("--host", str, defaults.host, "address to listen on; 0.0.0.0 or :: for every interface")
     add("--port", _port, defaults.port, "port to listen on; 0 picks a free one (printed at start)")
     add(
         "--data-dir",
         str,
         defaults.data_dir,
-        "folder for durable storage (accepted now; streams are kept in memory until storage lands)",
+        "folder for durable storage (created if missing); '' keeps everything in memory only",
+    )
+    add_flag(
+        "--in-memory",
+        "keep everything in memory: nothing is written to disk and nothing survives a restart "
+        "(for tests and benchmarks; the same as --data-dir '')",
+    )
+    add(
+        "--fsync",
+        _fsync_policy,
+        defaults.fsync.value,
+        "when acknowledged writes reach the disk. always: fsynced before the call returns (concurrent "
+        "writers share one fsync), survives a crash or a power cut. interval: written to the OS before "
+        "the call returns and fsynced every second: a process crash (even kill -9) loses nothing, a power "
+        "cut or OS crash loses at most about the last second. never: written to the OS before the call "
+        "returns, fsynced when the OS decides: a process crash loses nothing, a power cut may lose "
+        "anything not yet flushed",
+    )
+    add_flag(
+        "--repair",
+        "start even if the data is corrupt, dropping the damaged part of a log file and everything after "
+        "it (or a corrupt checkpoint, falling back to the previous one); without it a corrupt data dir "
+        "stops the server with the file and offset. A torn last record is always dropped, with a warning",
+    )
+    add(
+        "--checkpoint-bytes",
+        _positive_int,
+        defaults.checkpoint_bytes,
+        "write a checkpoint (and delete the log it covers) once the log since the last one exceeds both "
+        "this and the size of the last checkpoint",
     )
     add("--max-k", _positive_int, defaults.max_k, "largest k accepted by TopK and BottomK")
     add(
@@ -102,7 +160,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     return ServerConfig(
         host=ns.host,
         port=ns.port,
-        data_dir=ns.data_dir,
+        data_dir="" if ns.in_memory else ns.data_dir,
+        fsync=FsyncPolicy(ns.fsync),
+        repair=ns.repair,
+        checkpoint_bytes=ns.checkpoint_bytes,
         max_k=ns.max_k,
         max_message_bytes=ns.max_message_bytes,
         grace_seconds=ns.grace_seconds,

@@ -47,3 +47,7 @@ def _show(value: object) -> str:
     """A value as the caller can recognise it, cut short when huge (a 10 MB name must not echo back)."""
     text = repr(value)
     return text if len(text) <= 200 else text[:200] + f"... ({len(text)} characters)"
+
+
+class ServiceUnavailable(DomainError):
+    """The server cannot take the change now (its storage failed); nothing was applied."""

@@ -1,30 +1,54 @@
-"""The named streams: create, get, list, delete, and the clock every stream shares."""
+"""The named streams: create, get, list, delete, add, query; and the clock every stream shares.
+
+Every change is written to storage and awaited *before* it is applied in memory and answered, while
+the stream's lock is held: readers (who take the lock too) never see a change that is not durable,
+and a change the log could not take changes nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from sortedcontainers import SortedDict
 
 from streamstats_server.errors import StreamAlreadyExists, StreamNotFound
-from streamstats_server.stream import Stream, WindowConfig
+from streamstats_server.storage import MemoryStorage, RecoveredStream, Storage, StreamSnapshot
+from streamstats_server.stream import Stream, StreamView, WindowConfig
+
+log = logging.getLogger("streamstats.registry")
+
+# Batches above this many values are applied in a worker thread (under the stream's lock) so one huge
+# AddNums does not stall every other call on the event loop.
+OFFLOAD_VALUES = 20_000
 
 
 class Registry:
     """Streams by name, kept in name order so listing a page is O(log n + page).
 
     The clock never goes backwards (a stream's window relies on that), even when the system clock
-    is stepped back: the registry hands out max(last, now).
+    is stepped back or a restarted server's clock is behind the stored arrival times: the registry
+    hands out max(last, now).
     """
 
     def __init__(
-        self, *, default_config: WindowConfig | None = None, clock: Callable[[], int] = time.time_ns
-    ):
+        self,
+        storage: Storage | None = None,
+        *,
+        default_config: WindowConfig | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._streams: SortedDict = SortedDict()
+        self._storage: Storage = storage if storage is not None else MemoryStorage()
         self._default_config = default_config or WindowConfig()
         self._clock = clock
         self._last_ns = 0
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_again = False
 
     def now_ns(self) -> int:
         """The current time in ns since the epoch, never less than a previous answer."""
@@ -36,50 +60,204 @@ class Registry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def create(self, name: str, config: WindowConfig) -> Stream:
+    def load(self, recovered: Sequence[RecoveredStream]) -> None:
+        """Install the streams recovery rebuilt (before serving)."""
+        for r in recovered:
+            config = WindowConfig(r.window_size, r.window_duration_ns)
+            stream = Stream(
+                r.name,
+                config,
+                r.create_time_ns,
+                window=r.window,
+                total_added=r.total_added,
+                last_lsn=r.last_lsn,
+            )
+            self._streams[r.name] = stream
+            self._last_ns = max(self._last_ns, r.create_time_ns, r.window.latest_ns)
+
+    # --- locking -----------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[Stream]:
+        """The named stream, locked; StreamNotFound if absent (or deleted while we waited)."""
+        stream: Stream | None = self._streams.get(name)
+        if stream is None:
+            raise StreamNotFound(name)
+        async with stream.lock:
+            if stream.deleted:
+                raise StreamNotFound(name)
+            yield stream
+
+    async def _lock_or_create(self, name: str, config: WindowConfig) -> tuple[Stream, bool]:
+        """The named stream, locked (the caller releases it), created with ``config`` if absent.
+
+        A new stream is visible in the registry at once (so a second creator waits for its lock
+        instead of creating it twice) and its CREATE record is durable before anyone can use it.
+        """
+        while True:
+            stream: Stream | None = self._streams.get(name)
+            if stream is None:
+                stream = Stream(name, config, self.now_ns())
+                self._streams[name] = stream
+                await stream.lock.acquire()  # a fresh lock: never waits
+                try:
+                    stream.last_lsn = await self._storage.log_create(
+                        name, config.window_size, config.window_duration_ns, stream.create_time_ns
+                    )
+                except BaseException:
+                    self._forget(stream)
+                    stream.lock.release()
+                    raise
+                return stream, True
+            await stream.lock.acquire()
+            if not stream.deleted:
+                return stream, False
+            stream.lock.release()
+
+    def _forget(self, stream: Stream) -> None:
+        stream.deleted = True
+        if self._streams.get(stream.name) is stream:
+            del self._streams[stream.name]
+
+    # --- operations ----------------------------------------------------------------------------------
+
+    async def create(self, name: str, config: WindowConfig) -> StreamView:
         """Create an empty stream; the same name and config again returns the existing one."""
-        existing: Stream | None = self._streams.get(name)
-        if existing is not None:
-            if existing.config != config:
-                raise StreamAlreadyExists(name, existing.config.describe(), config.describe())
-            return existing
-        stream = Stream(name, config, self.now_ns())
-        self._streams[name] = stream
-        return stream
+        stream, created = await self._lock_or_create(name, config)
+        try:
+            if not created and stream.config != config:
+                raise StreamAlreadyExists(name, stream.config.describe(), config.describe())
+            return stream.view(self.now_ns())
+        finally:
+            stream.lock.release()
 
-    def get(self, name: str) -> Stream:
-        stream: Stream | None = self._streams.get(name)
-        if stream is None:
-            raise StreamNotFound(name)
-        return stream
+    async def get(self, name: str) -> StreamView:
+        async with self._locked(name) as stream:
+            return stream.view(self.now_ns())
 
-    def get_or_create(self, name: str) -> Stream:
-        """The stream to add to: an absent one is created with the default config."""
-        stream: Stream | None = self._streams.get(name)
-        if stream is None:
-            stream = Stream(name, self._default_config, self.now_ns())
-            self._streams[name] = stream
-        return stream
-
-    def delete(self, name: str) -> Stream:
-        """Remove a stream and return it; its name is free again."""
-        stream: Stream | None = self._streams.pop(name, None)
-        if stream is None:
-            raise StreamNotFound(name)
-        return stream
-
-    def page(self, prefix: str, after: str | None, limit: int) -> tuple[list[Stream], bool]:
+    async def page(self, prefix: str, after: str | None, limit: int) -> tuple[list[StreamView], bool]:
         """Up to ``limit`` streams whose names start with ``prefix`` and sort after ``after``.
 
-        Returns the streams and whether more follow. O(log n + limit).
+        Returns their views and whether more follow. O(log n + limit).
         """
         start = prefix if after is None or after < prefix else after
         names = self._streams.irange(minimum=start, inclusive=(after is None or after < prefix, False))
         found: list[Stream] = []
+        more = False
         for name in names:
             if not name.startswith(prefix):
-                return found, False
+                break
             if len(found) == limit:
-                return found, True
+                more = True
+                break
             found.append(self._streams[name])
-        return found, False
+        views = []
+        for stream in found:
+            async with stream.lock:
+                if not stream.deleted:
+                    views.append(stream.view(self.now_ns()))
+        return views, more
+
+    async def delete(self, name: str) -> None:
+        """Remove a stream; its name is free again and its data leaves the disk at the next checkpoint,
+        which this schedules."""
+        async with self._locked(name) as stream:
+            await self._storage.log_delete(name)
+            self._forget(stream)
+        self._schedule_checkpoint(force=True)
+
+    async def add(self, name: str, values: Sequence[float]) -> tuple[int, int]:
+        """Append a validated batch atomically to the named stream (created if absent).
+
+        Returns (live count, total added) after it.
+        """
+        big = len(values) > OFFLOAD_VALUES
+        if big:  # one C-speed copy off the loop; the log encodes and the window reads it from here on
+            values = await asyncio.to_thread(array, "d", values)
+        stream, _ = await self._lock_or_create(name, self._default_config)
+        try:
+            now = self.now_ns()
+            lsn = await self._storage.log_add(name, now, values)
+            if big:
+                result = await asyncio.to_thread(stream.add, values, now)
+            else:
+                result = stream.add(values, now)
+            stream.last_lsn = lsn
+        finally:
+            stream.lock.release()
+        self._schedule_checkpoint()
+        return result
+
+    async def median(self, name: str) -> tuple[float | None, int]:
+        async with self._locked(name) as stream:
+            return stream.median(self.now_ns())
+
+    async def top_k(self, name: str, k: int) -> tuple[list[float], int]:
+        async with self._locked(name) as stream:
+            return stream.top_k(k, self.now_ns())
+
+    async def bottom_k(self, name: str, k: int) -> tuple[list[float], int]:
+        async with self._locked(name) as stream:
+            return stream.bottom_k(k, self.now_ns())
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def _schedule_checkpoint(self, *, force: bool = False) -> None:
+        if not (force or self._storage.checkpoint_due()):
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            self._checkpoint_again = True
+            return
+        self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint_loop())
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            self._checkpoint_again = False
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed; the log keeps every change, the next one retries")
+            if not self._checkpoint_again:
+                return
+
+    async def checkpoint(self) -> None:
+        """Write every stream's state so the log before it can go; one stream at a time, each under its
+        lock, in the storage's checkpoint thread."""
+        checkpoint = self._storage.begin_checkpoint()
+        if checkpoint is None:
+            return
+        names = list(self._streams.keys())  # the same instant as the log rotation above
+        try:
+            await checkpoint.open()
+            for name in names:
+                stream: Stream | None = self._streams.get(name)
+                if stream is None:
+                    continue
+                async with stream.lock:
+                    if not stream.deleted:
+                        await checkpoint.write(_snapshot_maker(stream))
+            await checkpoint.finish()
+        except BaseException:
+            await checkpoint.abandon()
+            raise
+
+    async def close(self) -> None:
+        """Wait for a checkpoint in progress, then close storage."""
+        if self._checkpoint_task is not None:
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+        await self._storage.close()
+
+
+def _snapshot_maker(stream: Stream) -> Callable[[], StreamSnapshot]:
+    def make() -> StreamSnapshot:
+        return StreamSnapshot(
+            name=stream.name,
+            window_size=stream.config.window_size,
+            window_duration_ns=stream.config.window_duration_ns,
+            create_time_ns=stream.create_time_ns,
+            total_added=stream.total_added,
+            last_lsn=stream.last_lsn,
+            window=stream.window.state(),
+        )
+
+    return make

@@ -6,7 +6,6 @@ only module that converts between protobuf messages and domain values.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
@@ -20,22 +19,27 @@ from grpc_status import rpc_status
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
-from streamstats_server.errors import DomainError, InvalidArgument, StreamAlreadyExists, StreamNotFound
+from streamstats_server.errors import (
+    DomainError,
+    InvalidArgument,
+    ServiceUnavailable,
+    StreamAlreadyExists,
+    StreamNotFound,
+)
 from streamstats_server.registry import Registry
-from streamstats_server.stream import Stream, WindowConfig
+from streamstats_server.storage import StorageError
+from streamstats_server.stream import StreamView, WindowConfig
 from streamstats_server.validation import check_k, check_name, check_page_size, check_values
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamStats"].full_name
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-# Batches above this many values are applied in a worker thread (under the stream's lock) so one huge
-# AddNums does not stall every other call on the event loop.
-OFFLOAD_VALUES = 20_000
 _PAGE_TOKEN_PREFIX = b"after:"
 
 _STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     StreamNotFound: grpc.StatusCode.NOT_FOUND,
+    ServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
     StreamAlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
 }
 
@@ -66,12 +70,16 @@ def _rich_status(code: grpc.StatusCode, exc: DomainError) -> grpc.Status:
 
 
 def _translate_errors(handler: _Handler[_R]) -> _Handler[_R]:
-    """Turn a DomainError raised by ``handler`` into an aborted call with the matching status."""
+    """Turn a DomainError (or a storage failure) raised by ``handler`` into an aborted call with the
+    matching status."""
 
     @functools.wraps(handler)
     async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> _R:
         try:
-            return await handler(self, request, context)
+            try:
+                return await handler(self, request, context)
+            except StorageError as exc:
+                raise ServiceUnavailable(f"{exc}; the change was not applied") from exc
         except DomainError as exc:
             code = _status_code(exc)
             status = _rich_status(code, exc)
@@ -98,11 +106,11 @@ def _config_pb(config: WindowConfig) -> pb.StreamConfig:
     return message
 
 
-def _stream_pb(stream: Stream, count: int) -> pb.Stream:
+def _stream_pb(view: StreamView) -> pb.Stream:
     message = pb.Stream(
-        name=stream.name, config=_config_pb(stream.config), count=count, total_added=stream.total_added
+        name=view.name, config=_config_pb(view.config), count=view.count, total_added=view.total_added
     )
-    message.create_time.FromNanoseconds(stream.create_time_ns)
+    message.create_time.FromNanoseconds(view.create_time_ns)
     return message
 
 
@@ -123,12 +131,8 @@ def _decode_page_token(token: str) -> str | None:
 
 
 class StreamStatsServicer(pb_grpc.StreamStatsServicer):
-    """Implements every RPC of streamstats.v1.StreamStats over a Registry.
-
-    Each handler does all of its work on a stream under that stream's lock and without awaiting in
-    between (except a huge batch, which runs in a thread while holding the lock), so every call is
-    atomic and linearizable per stream.
-    """
+    """Implements every RPC of streamstats.v1.StreamStats over a Registry (which makes each call
+    atomic, durable and linearizable per stream)."""
 
     def __init__(self, registry: Registry, *, max_k: int) -> None:
         self._registry = registry
@@ -138,38 +142,27 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
     async def CreateStream(self, request: pb.CreateStreamRequest, context: Context) -> pb.Stream:
         name = check_name("name", request.name)
         config = _window_config("config", request.config)
-        stream = self._registry.create(name, config)
-        async with stream.lock:
-            return _stream_pb(stream, stream.count(self._registry.now_ns()))
+        return _stream_pb(await self._registry.create(name, config))
 
     @_translate_errors
     async def GetStream(self, request: pb.GetStreamRequest, context: Context) -> pb.Stream:
-        stream = self._registry.get(check_name("name", request.name))
-        async with stream.lock:
-            return _stream_pb(stream, stream.count(self._registry.now_ns()))
+        return _stream_pb(await self._registry.get(check_name("name", request.name)))
 
     @_translate_errors
     async def ListStreams(self, request: pb.ListStreamsRequest, context: Context) -> pb.ListStreamsResponse:
         limit = check_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(request.page_token)
-        streams, more = self._registry.page(request.prefix, after, limit)
-        response = pb.ListStreamsResponse()
-        for stream in streams:
-            async with stream.lock:
-                response.streams.append(_stream_pb(stream, stream.count(self._registry.now_ns())))
-        if more and streams:
-            response.next_page_token = _encode_page_token(streams[-1].name)
+        views, more = await self._registry.page(request.prefix, after, limit)
+        response = pb.ListStreamsResponse(streams=[_stream_pb(view) for view in views])
+        if more and views:
+            response.next_page_token = _encode_page_token(views[-1].name)
         return response
 
     @_translate_errors
     async def DeleteStream(
         self, request: pb.DeleteStreamRequest, context: Context
     ) -> pb.DeleteStreamResponse:
-        name = check_name("name", request.name)
-        stream = self._registry.get(name)
-        async with stream.lock:  # let a write in flight on this stream finish first
-            if self._registry.get(name) is stream:
-                self._registry.delete(name)
+        await self._registry.delete(check_name("name", request.name))
         return pb.DeleteStreamResponse()
 
     @_translate_errors
@@ -200,40 +193,23 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
 
     @_translate_errors
     async def FindMedian(self, request: pb.FindMedianRequest, context: Context) -> pb.FindMedianResponse:
-        stream = self._registry.get(check_name("stream", request.stream))
-        async with stream.lock:
-            now = self._registry.now_ns()
-            median = stream.median(now)
-            return pb.FindMedianResponse(median=median, count=stream.count(now))
+        median, count = await self._registry.median(check_name("stream", request.stream))
+        return pb.FindMedianResponse(median=median, count=count)
 
     @_translate_errors
     async def TopK(self, request: pb.TopKRequest, context: Context) -> pb.TopKResponse:
         name = check_name("stream", request.stream)
-        k = check_k(request.k, self._max_k)
-        stream = self._registry.get(name)
-        async with stream.lock:
-            now = self._registry.now_ns()
-            return pb.TopKResponse(values=stream.top_k(k, now), count=stream.count(now))
+        values, count = await self._registry.top_k(name, check_k(request.k, self._max_k))
+        return pb.TopKResponse(values=values, count=count)
 
     @_translate_errors
     async def BottomK(self, request: pb.BottomKRequest, context: Context) -> pb.BottomKResponse:
         name = check_name("stream", request.stream)
-        k = check_k(request.k, self._max_k)
-        stream = self._registry.get(name)
-        async with stream.lock:
-            now = self._registry.now_ns()
-            return pb.BottomKResponse(values=stream.bottom_k(k, now), count=stream.count(now))
+        values, count = await self._registry.bottom_k(name, check_k(request.k, self._max_k))
+        return pb.BottomKResponse(values=values, count=count)
 
     async def _add(self, name: str, values: Sequence[float], field: str) -> tuple[int, int]:
         """Validate, then apply the batch atomically to the named stream (created if absent)."""
         check_name("stream", name)
         check_values(field, values)
-        while True:
-            stream = self._registry.get_or_create(name)
-            async with stream.lock:
-                if self._registry.get_or_create(name) is not stream:
-                    continue  # deleted (and maybe re-created) while we waited for the lock
-                now = self._registry.now_ns()
-                if len(values) > OFFLOAD_VALUES:
-                    return await asyncio.to_thread(stream.add, values, now)
-                return stream.add(values, now)
+        return await self._registry.add(name, values)

@@ -22,22 +22,48 @@ class WindowConfig:
         return f"(window_size={size}, window_duration={duration})"
 
 
-class Stream:
-    """A named stream. Every method takes the current time so expiry is applied before answering.
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """A stream's description at one instant, safe to hand out after the lock is released."""
 
-    Methods are synchronous and must run under ``lock``: the service holds it for each call so a call
-    that runs in a worker thread (a huge batch) is still atomic to everyone else.
+    name: str
+    config: WindowConfig
+    count: int
+    total_added: int
+    create_time_ns: int
+
+
+class Stream:
+    """A named stream. Every query method takes the current time so expiry is applied first.
+
+    Methods are synchronous and must run under ``lock``, which the registry holds for each call
+    (including across the wait for the log), so each call is atomic to everyone else. ``deleted`` is
+    set, under the lock, once the stream has left the registry: a call that waited for the lock
+    checks it before touching the stream.
     """
 
-    __slots__ = ("config", "create_time_ns", "lock", "name", "total_added", "window")
+    __slots__ = ("config", "create_time_ns", "deleted", "last_lsn", "lock", "name", "total_added", "window")
 
-    def __init__(self, name: str, config: WindowConfig, create_time_ns: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: WindowConfig,
+        create_time_ns: int,
+        *,
+        window: SlidingWindow | None = None,
+        total_added: int = 0,
+        last_lsn: int = 0,
+    ) -> None:
         self.name = name
         self.config = config
         self.create_time_ns = create_time_ns
-        self.total_added = 0
-        self.window = SlidingWindow(max_count=config.window_size, max_age_ns=config.window_duration_ns)
+        self.total_added = total_added
+        self.last_lsn = last_lsn  # the newest log record applied to this stream
+        self.window = window or SlidingWindow(
+            max_count=config.window_size, max_age_ns=config.window_duration_ns
+        )
         self.lock = asyncio.Lock()
+        self.deleted = False
 
     def add(self, values: Sequence[float], now_ns: int) -> tuple[int, int]:
         """Append values (already validated) in order; return (live count, total added). O(b log n)."""
@@ -45,22 +71,22 @@ class Stream:
         self.total_added += len(values)
         return len(self.window), self.total_added
 
-    def count(self, now_ns: int) -> int:
-        """Live values now. O(1) plus amortised expiry."""
+    def view(self, now_ns: int) -> StreamView:
+        """Describe the stream now. O(1) plus amortised expiry."""
         self.window.expire(now_ns)
-        return len(self.window)
+        return StreamView(self.name, self.config, len(self.window), self.total_added, self.create_time_ns)
 
-    def median(self, now_ns: int) -> float | None:
-        """Median of the live values, None when there are none. O(1) plus amortised expiry."""
+    def median(self, now_ns: int) -> tuple[float | None, int]:
+        """(median, live count); the median is None when nothing is live. O(1) plus amortised expiry."""
         self.window.expire(now_ns)
-        return self.window.median()
+        return self.window.median(), len(self.window)
 
-    def top_k(self, k: int, now_ns: int) -> list[float]:
-        """The k largest live values, largest first. O(k + log n) plus amortised expiry."""
+    def top_k(self, k: int, now_ns: int) -> tuple[list[float], int]:
+        """(the k largest live values, largest first; live count). O(k + log n) plus amortised expiry."""
         self.window.expire(now_ns)
-        return self.window.top_k(k)
+        return self.window.top_k(k), len(self.window)
 
-    def bottom_k(self, k: int, now_ns: int) -> list[float]:
-        """The k smallest live values, smallest first. O(k + log n) plus amortised expiry."""
+    def bottom_k(self, k: int, now_ns: int) -> tuple[list[float], int]:
+        """(the k smallest live values, smallest first; live count). O(k + log n) plus amortised expiry."""
         self.window.expire(now_ns)
-        return self.window.bottom_k(k)
+        return self.window.bottom_k(k), len(self.window)

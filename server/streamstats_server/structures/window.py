@@ -348,6 +348,12 @@ class SlidingWindow:
         return self._max_count
 
     @property
+    def latest_ns(self) -> int:
+        """The latest time seen by ``add_many``/``expire`` (0 before any); later calls must not pass
+        an older time. O(1)."""
+        return self._now_ns or 0
+
+    @property
     def max_age_ns(self) -> int:
         """The age limit in nanoseconds (0 = unlimited)."""
         return self._max_age_ns
