@@ -14,6 +14,7 @@ import pytest
 
 from streamstats_server.app import StreamStatsServer
 from streamstats_server.config import ServerConfig
+from streamstats_server.storage.fs import FileSystem
 
 TEST_CONFIG = ServerConfig(host="127.0.0.1", port=0, data_dir="", grace_seconds=1.0)
 
@@ -26,13 +27,16 @@ class ThreadedServer:
     """
 
     def __init__(
-        self, config: ServerConfig, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+        self,
+        config: ServerConfig,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        fs: FileSystem | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="streamstats-test-server", daemon=True
         )
-        self.server = StreamStatsServer(config, interceptors=interceptors)
+        self.server = StreamStatsServer(config, interceptors=interceptors, fs=fs)
 
     def _run(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -55,12 +59,21 @@ class ThreadedServer:
 ServerFactory = Callable[..., str]
 
 
+@pytest.fixture(params=["memory", "durable"])
+def storage_mode(request: pytest.FixtureRequest) -> str:
+    """Every server test runs twice: in memory, and on a durable data dir (fsync always)."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture
-def server_factory() -> Iterator[ServerFactory]:
+def server_factory(storage_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
     """Start servers with config overrides (and optional interceptors); returns their addresses."""
     started: list[ThreadedServer] = []
 
     def start(*, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (), **overrides: Any) -> str:
+        if storage_mode == "durable":
+            overrides.setdefault("data_dir", str(tmp_path_factory.mktemp("data")))
         server = ThreadedServer(replace(TEST_CONFIG, **overrides), interceptors)
         started.append(server)
         return server.start()

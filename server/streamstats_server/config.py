@@ -126,7 +126,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add_flag(
         "--repair",
         "start even if the data is corrupt, dropping the damaged part of a log file and everything after "
-        "it (or a corrupt checkpoint, falling back to the previous one); without it a corrupt data dir "
+        "it (in a corrupt checkpoint: the streams after the damage); without it a corrupt data dir "
         "stops the server with the file and offset. A torn last record is always dropped, with a warning",
     )
     add(

@@ -180,8 +180,10 @@ class DurableStorage:
         start_lsn = 1
         checkpoint_name: str | None = None
         if snapshots:
-            start_lsn, checkpoint_name, loaded = self._load_checkpoint(snapshots, warnings)
-            streams = {s.name: s for s in loaded}
+            # Only the newest counts: a crash between writing it and deleting what it covers can leave
+            # older ones behind, and everything they hold is in it.
+            start_lsn, checkpoint_name = snapshots[-1]
+            streams = {s.name: s for s in self._load_checkpoint(start_lsn, checkpoint_name, warnings)}
         last_lsn = start_lsn - 1
         replayed = 0
         for index, (first_lsn, segment) in enumerate(segments):
@@ -229,24 +231,24 @@ class DurableStorage:
             "dropped silently; --repair drops the damaged part and everything after it in that file"
         )
 
-    def _load_checkpoint(
-        self, snapshots: list[tuple[int, str]], warnings: list[str]
-    ) -> tuple[int, str, list[RecoveredStream]]:
-        lsn, name = snapshots[-1]
+    def _load_checkpoint(self, lsn: int, name: str, warnings: list[str]) -> list[RecoveredStream]:
         data = self.fs.read(os.path.join(self.directory, name))
         try:
             start_lsn, entries = read_snapshot(data)
         except SnapshotCorrupt as exc:
-            if not self.config.repair or len(snapshots) == 1:
+            if not self.config.repair:
                 raise self._corrupt(name, exc.offset, exc.reason) from exc
-            message = f"{name} is corrupt ({exc}); --repair: falling back to {snapshots[-2][1]}"
+            start_lsn, entries = read_snapshot(data, salvage=True)
+            message = (
+                f"{os.path.join(self.directory, name)}: corrupt at offset {exc.offset} ({exc.reason}); "
+                f"--repair: kept the {len(entries)} streams before the damage, dropped the rest"
+            )
             log.warning(message)
             warnings.append(message)
-            self.fs.remove(os.path.join(self.directory, name))
-            return self._load_checkpoint(snapshots[:-1], warnings)
-        if start_lsn != lsn:
+        if start_lsn is not None and start_lsn != lsn:
             raise self._corrupt(name, 0, f"holds start LSN {start_lsn}, file name says {lsn}")
-        streams = [
+        self.last_checkpoint_bytes = len(data)
+        return [
             RecoveredStream(
                 name=e.name,
                 window_size=e.window_size,
@@ -260,8 +262,6 @@ class DurableStorage:
             )
             for e in entries
         ]
-        self.last_checkpoint_bytes = len(data)
-        return start_lsn, name, streams
 
     def _read_segment(self, segment: str, last: bool, warnings: list[str]) -> tuple[list[Record], bool]:
         """The segment's good records, and whether --repair cut off a damaged part."""
@@ -351,13 +351,16 @@ class DurableStorage:
         return removed
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.close()
-        self.executor.shutdown(wait=True)
-        self.checkpoint_executor.shutdown(wait=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Flush and close the log, then release the data dir, even if the flush fails."""
+        try:
+            if self._writer is not None:
+                await self._writer.close()
+        finally:
+            self.executor.shutdown(wait=True)
+            self.checkpoint_executor.shutdown(wait=True)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
 
 def _apply(streams: dict[str, RecoveredStream], record: Record) -> int:

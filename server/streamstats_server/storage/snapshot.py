@@ -134,27 +134,36 @@ def _ints(view: memoryview) -> array[int]:
     return values
 
 
-def read_snapshot(data: bytes) -> tuple[int, list[StreamSnapshot]]:
-    """Parse a whole checkpoint; returns (start_lsn, streams). Raises SnapshotCorrupt."""
-    if not data.startswith(MAGIC):
-        raise SnapshotCorrupt(0, "not a streamstats checkpoint (bad magic)")
+def read_snapshot(data: bytes, *, salvage: bool = False) -> tuple[int | None, list[StreamSnapshot]]:
+    """Parse a whole checkpoint; returns (start_lsn, streams). Raises SnapshotCorrupt.
+
+    With ``salvage``, damage is not an error: the streams before it are returned (start_lsn is None
+    when the END entry was not reached).
+    """
     streams: list[StreamSnapshot] = []
-    for offset, body in _entries(memoryview(data), len(MAGIC)):
-        try:
-            kind = body[0]
-            if kind == _KIND_END:
-                start_lsn, count = _END.unpack(body[1:])
-                if count != len(streams):
-                    raise SnapshotCorrupt(offset, f"END says {count} streams, found {len(streams)}")
-                if offset + _ENTRY.size + len(body) != len(data):
-                    raise SnapshotCorrupt(offset, "data after the END entry")
-                return start_lsn, streams
-            if kind != _KIND_STREAM:
-                raise SnapshotCorrupt(offset, f"unknown entry kind {kind}")
-            streams.append(_stream(body))
-        except (struct.error, ValueError, UnicodeDecodeError, IndexError) as exc:
-            raise SnapshotCorrupt(offset, f"undecodable entry ({exc})") from exc
-    raise SnapshotCorrupt(len(data), "no END entry (incomplete checkpoint)")
+    try:
+        if not data.startswith(MAGIC):
+            raise SnapshotCorrupt(0, "not a streamstats checkpoint (bad magic)")
+        for offset, body in _entries(memoryview(data), len(MAGIC)):
+            try:
+                kind = body[0]
+                if kind == _KIND_END:
+                    start_lsn, count = _END.unpack(body[1:])
+                    if count != len(streams):
+                        raise SnapshotCorrupt(offset, f"END says {count} streams, found {len(streams)}")
+                    if offset + _ENTRY.size + len(body) != len(data):
+                        raise SnapshotCorrupt(offset, "data after the END entry")
+                    return start_lsn, streams
+                if kind != _KIND_STREAM:
+                    raise SnapshotCorrupt(offset, f"unknown entry kind {kind}")
+                streams.append(_stream(body))
+            except (struct.error, ValueError, UnicodeDecodeError, IndexError) as exc:
+                raise SnapshotCorrupt(offset, f"undecodable entry ({exc})") from exc
+        raise SnapshotCorrupt(len(data), "no END entry (incomplete checkpoint)")
+    except SnapshotCorrupt:
+        if salvage:
+            return None, streams
+        raise
 
 
 def _entries(view: memoryview, offset: int) -> Iterator[tuple[int, memoryview]]:

@@ -192,7 +192,11 @@ class LogWriter:
 
     async def _sync_every_interval(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while self._failure is None:
             await asyncio.sleep(self._interval)
             if self._dirty:
-                await loop.run_in_executor(self._executor, self._sync_now)
+                try:
+                    await loop.run_in_executor(self._executor, self._sync_now)
+                except Exception as exc:
+                    self._failure = exc
+                    log.error("storage failed (fsync), refusing further writes: %s", exc)
