@@ -134,7 +134,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         _positive_int,
         defaults.checkpoint_bytes,
         "write a checkpoint (and delete the log it covers) once the log since the last one exceeds both "
-        "this and the size of the last checkpoint",
+        "this and a quarter of the last checkpoint's size",
     )
     add("--max-k", _positive_int, defaults.max_k, "largest k accepted by TopK and BottomK")
     add(

@@ -174,6 +174,8 @@ class Registry:
         big = len(values) > OFFLOAD_VALUES
         if big:  # one C-speed copy off the loop; the log encodes and the window reads it from here on
             values = await asyncio.to_thread(array, "d", values)
+        elif len(values) > 1:  # the log and the window would each convert it otherwise
+            values = array("d", values)
         stream, _ = await self._lock_or_create(name, self._default_config)
         try:
             now = self.now_ns()

@@ -93,10 +93,17 @@ def encode_create(
 
 
 def encode_add(lsn: int, name: str, arrival_ns: int, values: Sequence[float]) -> bytes:
-    packed = array("d", values)
-    if not _LITTLE:
-        packed.byteswap()
-    return _frame(lsn, RecordType.ADD, _name(name) + _ADD.pack(arrival_ns) + packed.tobytes())
+    """One copy of the values in all (the final join); pass an ``array('d')`` to skip converting."""
+    if isinstance(values, array) and values.typecode == "d" and _LITTLE:
+        packed = values
+    else:
+        packed = array("d", values)
+        if not _LITTLE:
+            packed.byteswap()
+    head = _name(name) + _ADD.pack(arrival_ns)
+    body = memoryview(packed).cast("B")
+    tail = _HEADER_TAIL.pack(len(head) + len(body), lsn, RecordType.ADD, zlib.crc32(body, zlib.crc32(head)))
+    return b"".join((struct.pack("<I", zlib.crc32(tail)), tail, head, body))
 
 
 def encode_delete(lsn: int, name: str) -> bytes:
