@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format proto check-stubs ci clean
+.PHONY: run test lint format proto ci clean bench bench-durability loadtest loadtest-host
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,32 @@ ci: test lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# -- the locust load test (loadtest/; README "Load testing") ------------------------------------------
+USERS ?= 20
+SPAWN_RATE ?= 10
+RUN_TIME ?= 30s
+WORKERS ?= 0
+RESULTS ?= results
+LOADTEST_FLAGS = --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS) --results $(RESULTS)
+
+.PHONY: loadtest loadtest-host
+
+## loadtest: start a server (in memory) and load-test it headless: make loadtest [USERS=20 RUN_TIME=30s WORKERS=0 ARGS=...]
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest.run $(LOADTEST_FLAGS) $(if $(ARGS),-- $(ARGS))
+
+## loadtest-host: the same against a running server: make loadtest-host HOST=127.0.0.1:50051
+loadtest-host: $(STAMP)
+	@test -n "$(HOST)" || { echo "usage: make loadtest-host HOST=host:port [USERS=.. RUN_TIME=.. WORKERS=.. ARGS=..]" >&2; exit 2; }
+	$(BIN)/python -m loadtest.run --host $(HOST) $(LOADTEST_FLAGS) $(if $(ARGS),-- $(ARGS))
+
+## bench: the benchmark suite (about 5 minutes; needs redis-server for the Redis table); rewrites docs/BENCHMARKS.md
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/suite.py
+
+## bench-durability: ingest per --fsync policy and restart time; rewrites its section of docs/BENCHMARKS.md
+bench-durability: $(STAMP)
+	$(BIN)/python bench/durability.py
+
