@@ -81,6 +81,10 @@ class StreamStatsServer:
         self.registry = Registry(storage)
         self.registry.load(recovered)
         storage.start()
+        if report.deletes_replayed:
+            # A crash may have beaten the checkpoint a DeleteStream schedules: the deleted values are
+            # still in the log, so write the checkpoint that removes them now.
+            self.registry.schedule_checkpoint(force=True)
         log.info(
             "recovered %d streams, %d live values (%d log records replayed, checkpoint %s) from %s",
             report.streams,

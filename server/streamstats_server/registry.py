@@ -164,7 +164,7 @@ class Registry:
         async with self._locked(name) as stream:
             await self._storage.log_delete(name)
             self._forget(stream)
-        self._schedule_checkpoint(force=True)
+        self.schedule_checkpoint(force=True)
 
     async def add(self, name: str, values: Sequence[float]) -> tuple[int, int]:
         """Append a validated batch atomically to the named stream (created if absent).
@@ -187,7 +187,7 @@ class Registry:
             stream.last_lsn = lsn
         finally:
             stream.lock.release()
-        self._schedule_checkpoint()
+        self.schedule_checkpoint()
         return result
 
     async def median(self, name: str) -> tuple[float | None, int]:
@@ -204,7 +204,8 @@ class Registry:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    def _schedule_checkpoint(self, *, force: bool = False) -> None:
+    def schedule_checkpoint(self, *, force: bool = False) -> None:
+        """Start a checkpoint in the background if one is due (or ``force``); never two at once."""
         if not (force or self._storage.checkpoint_due()):
             return
         if self._checkpoint_task is not None and not self._checkpoint_task.done():

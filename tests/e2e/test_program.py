@@ -5,42 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
-
-SERVER = [sys.executable, "-m", "streamstats_server"]
-LISTENING = "streamstats-server listening on "
-
-
-@contextmanager
-def running(*args: str, env: Mapping[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start the program on port 0 and yield it with the address it printed; kill it if still running."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSTATS_")}
-    environ.update(env or {})
-    proc = subprocess.Popen(
-        [*SERVER, "--port", "0", "--data-dir", "", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environ,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith(LISTENING), (line, proc.stderr.read() if proc.stderr else "")
-        yield proc, line[len(LISTENING) :].strip()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+from tests.e2e.program import SERVER, running
 
 
 def test_prints_the_real_port_serves_and_exits_zero_on_sigterm() -> None:

@@ -87,6 +87,7 @@ class RecoveryReport:
     streams: int
     values: int
     records_replayed: int
+    deletes_replayed: int
     checkpoint: str | None
     warnings: tuple[str, ...]
 
@@ -189,7 +190,7 @@ class DurableStorage:
             start_lsn, checkpoint_name = snapshots[-1]
             streams = {s.name: s for s in self._load_checkpoint(start_lsn, checkpoint_name, warnings)}
         last_lsn = start_lsn - 1
-        replayed = 0
+        replayed = deletes = 0
         for index, (first_lsn, segment) in enumerate(segments):
             records, repaired = self._read_segment(segment, index == len(segments) - 1, warnings)
             for record in records:
@@ -201,6 +202,7 @@ class DurableStorage:
                     )
                 last_lsn = record.lsn
                 replayed += _apply(streams, record)
+                deletes += isinstance(record, DeleteRecord)
             if records and records[0].lsn != first_lsn and records[0].lsn >= start_lsn:
                 raise self._corrupt(
                     segment, 0, f"first record is {records[0].lsn}, file name says {first_lsn}"
@@ -214,7 +216,7 @@ class DurableStorage:
                 break
         self._next_lsn = max([last_lsn, start_lsn - 1, *(s.last_lsn for s in streams.values())]) + 1
         values = sum(len(s.window) for s in streams.values())
-        report = RecoveryReport(len(streams), values, replayed, checkpoint_name, tuple(warnings))
+        report = RecoveryReport(len(streams), values, replayed, deletes, checkpoint_name, tuple(warnings))
         return sorted(streams.values(), key=lambda s: s.name), report
 
     def _take_lock(self) -> None:
