@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from _common import pin, write_section
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
@@ -32,16 +33,9 @@ from streamstats_server.registry import Registry
 from streamstats_server.storage import DurableStorage, StorageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- durability:begin -->", "<!-- durability:end -->"
 LISTENING = "streamstats-server listening on "
 MODES = ("memory", "always", "interval")
-
-
-def pin(pid: int, core: int) -> None:
-    with contextlib.suppress(AttributeError, OSError):
-        if os.cpu_count() and os.cpu_count() > core:  # type: ignore[operator]
-            os.sched_setaffinity(pid, {core})
 
 
 @contextlib.contextmanager
@@ -225,19 +219,6 @@ def render(rows: list[IngestRow], restarts: list[tuple[str, int, float, int]], s
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# streamstats benchmarks\n\nResults of the scripts in `bench/`, run on purpose.\n"
-    )
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,7 +235,7 @@ def main() -> None:
     section = render(rows, restarts, ns.seconds)
     print(section)
     if not ns.no_write:
-        write_doc(section)
+        write_section(BEGIN, END, section)
 
 
 if __name__ == "__main__":

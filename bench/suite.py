@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _common import pin, write_section
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamstats.v1 import streamstats_pb2 as pb
@@ -42,17 +43,10 @@ from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from streamstats_server.structures import SlidingWindow
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "BENCHMARKS.md"
 PLOT = ROOT / "docs" / "bench_growth.png"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 LISTENING = "streamstats-server listening on "
 SERVER_CORE, CLIENT_CORE = 0, 1
-
-
-def pin(pid: int, core: int) -> None:
-    cores = os.cpu_count() or 1
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setaffinity(pid, {core % cores})
 
 
 def percentile(sorted_ns: list[int], q: float) -> float:
@@ -767,16 +761,6 @@ def render(res: Results, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    header = "# streamstats benchmarks\n\nResults of the scripts in `bench/`, run on purpose (never in the tests).\n"
-    text = DOC.read_text() if DOC.exists() else header
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "worker":
         worker_main(sys.argv[2])
@@ -817,7 +801,7 @@ def main() -> None:
     print(section)
     if not quick:
         plot(res)
-        write_doc(section)
+        write_section(BEGIN, END, section)
 
 
 if __name__ == "__main__":
