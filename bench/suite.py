@@ -376,6 +376,7 @@ class Results:
     redis: dict[str, Any] | None = None
     profile: str = ""
     profile_kind: str = ""
+    ingest_profile: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -462,6 +463,32 @@ def measure_growth(res: Results, sizes: list[int]) -> None:
             )
 
 
+def _profile(run: Callable[[], None]) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(8)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if "ncalls" in line)
+    return "\n".join(line.replace(str(ROOT) + "/", "") for line in lines[start : start + 9])
+
+
+def profile_batches(res: Results, window_size: int) -> None:
+    """Where ingest time goes in the server's own work: batches of 1,000 into a full count window."""
+    rng = random.Random(5)
+    window = SlidingWindow(max_count=window_size)
+    window.add_many([rng.random() for _ in range(window_size)], 1)
+    batches = [[rng.random() for _ in range(1000)] for _ in range(300)]
+
+    def run() -> None:
+        for i, batch in enumerate(batches):
+            window.add_many(batch, 2 + i)
+
+    res.ingest_profile = _profile(run)
+
+
 def profile_adds(res: Results, n: int) -> None:
     """Where a single add's time goes at n live values, on the window kind whose add grew most."""
     by_kind = {(r["n"], r["kind"]): r["add"] for r in res.growth}
@@ -472,17 +499,13 @@ def profile_adds(res: Results, n: int) -> None:
     rng = random.Random(3)
     window = growth_window(kind, n, rng)
     fresh = [rng.random() for _ in range(100_000)]
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for i, value in enumerate(fresh):
-        window.add_many([value], n + 1 + i)
-    profiler.disable()
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(8)
-    lines = [line for line in out.getvalue().splitlines() if line.strip()]
-    start = next(i for i, line in enumerate(lines) if "ncalls" in line)
+
+    def run() -> None:
+        for i, value in enumerate(fresh):
+            window.add_many([value], n + 1 + i)
+
+    res.profile = _profile(run)
     res.profile_kind = kind
-    res.profile = "\n".join(line.replace(str(ROOT) + "/", "") for line in lines[start : start + 9])
 
 
 def measure_memory(res: Results, sizes: list[int]) -> None:
@@ -651,6 +674,16 @@ def render(res: Results, args: argparse.Namespace) -> str:
         )
     if missed_why:
         lines += ["", "Why the missed goals are missed:", "", *(f"- {why}" for why in missed_why)]
+    if missed_why and res.ingest_profile and res.redis:
+        lines += [
+            "",
+            f"Where the server's own ingest work goes: 300 batches of 1,000 into a full count window of "
+            f"{args.window:,} (cProfile, in-process, by own time):",
+            "",
+            "```",
+            res.ingest_profile,
+            "```",
+        ]
     lines += [
         "",
         f"### 1. Query latency on a stream of {args.latency_size:,} values ({args.rounds:,} calls each, one at a time)",
@@ -793,6 +826,7 @@ def main() -> None:
     print("3. growth", flush=True)
     measure_growth(res, args.sizes)
     profile_adds(res, max(args.sizes))
+    profile_batches(res, args.window)
     print("4. memory", flush=True)
     measure_memory(res, memory_sizes)
     print("5. redis", flush=True)
