@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from _common import pin, write_section
+from _common import CLIENT_CORE, pin, streamstats_server, write_section
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
@@ -34,33 +30,7 @@ from streamstats_server.storage import DurableStorage, StorageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- durability:begin -->", "<!-- durability:end -->"
-LISTENING = "streamstats-server listening on "
 MODES = ("memory", "always", "interval")
-
-
-@contextlib.contextmanager
-def server(*args: str) -> Iterator[tuple[str, float]]:
-    """A server subprocess on core 0; yields its address and seconds from spawn to listening."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamstats_server", "--port", "0", "--max-k", "10", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        pin(proc.pid, 0)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(LISTENING):
-            raise RuntimeError(f"server did not start: {line!r}")
-        yield line[len(LISTENING) :].strip(), time.perf_counter() - started
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def ingest(address: str, batch: int, concurrency: int, seconds: float, shared_stream: bool) -> float:
@@ -110,8 +80,8 @@ def run_ingest(seconds: float) -> list[IngestRow]:
             data_dir = tempfile.mkdtemp(prefix="ssbench-")
             flags = ["--in-memory"] if mode == "memory" else ["--data-dir", data_dir, "--fsync", mode]
             try:
-                with server(*flags) as (address, _):
-                    rates[mode] = asyncio.run(ingest(address, batch, concurrency, seconds, shared))
+                with streamstats_server("--max-k", "10", *flags) as running:
+                    rates[mode] = asyncio.run(ingest(running.address, batch, concurrency, seconds, shared))
             finally:
                 shutil.rmtree(data_dir, ignore_errors=True)
             print(
@@ -160,8 +130,8 @@ def run_restart(total: int) -> list[tuple[str, int, float, int]]:
         try:
             build_data_dir(directory, count, checkpoint, batch)
             size = sum(p.stat().st_size for p in Path(directory).iterdir())
-            with server("--data-dir", directory) as (_, seconds):
-                pass
+            with streamstats_server("--data-dir", directory) as running:
+                seconds = running.startup_seconds
             rows.append((label, count, seconds, size))
             print(
                 f"  restart from {label}: {count:,} values, {size / 1e6:,.0f} MB on disk, {seconds:.2f} s",
@@ -227,7 +197,7 @@ def main() -> None:
     parser.add_argument("--restart-values", type=int, default=10_000_000)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     ns = parser.parse_args()
-    pin(0, 1)
+    pin(0, CLIENT_CORE)
     print("ingest:", flush=True)
     rows = run_ingest(ns.seconds)
     print("restart:", flush=True)

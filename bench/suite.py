@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import pin, write_section
+from _common import CLIENT_CORE, SERVER_CORE, RunningServer, pin, streamstats_server, write_section
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamstats.v1 import streamstats_pb2 as pb
@@ -45,8 +45,6 @@ from streamstats_server.structures import SlidingWindow
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "bench_growth.png"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
-LISTENING = "streamstats-server listening on "
-SERVER_CORE, CLIENT_CORE = 0, 1
 
 
 def percentile(sorted_ns: list[int], q: float) -> float:
@@ -273,34 +271,8 @@ def throughput(
 # --- the server and Redis ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def streamstats_server(*flags: str) -> Iterator[tuple[str, int]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamstats_server",
-            "--port",
-            "0",
-            "--in-memory",
-            "--max-k",
-            "10000",
-            *flags,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        pin(proc.pid, SERVER_CORE)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(LISTENING):
-            raise RuntimeError(f"server did not start: {line!r}")
-        yield line[len(LISTENING) :].strip(), proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+def in_memory_server() -> contextlib.AbstractContextManager[RunningServer]:
+    return streamstats_server("--in-memory", "--max-k", "10000")
 
 
 def free_port() -> int:
@@ -381,7 +353,8 @@ class Results:
 
 
 def measure_latency_and_qps(res: Results, size: int, rounds: int, seconds: float) -> None:
-    with streamstats_server() as (address, _):
+    with in_memory_server() as running:
+        address = running.address
         fill(address, "big", size)
         ops = ["check", "median:big", "topk:big:10", "bottomk:big:10"]
         (res.latency,) = spawn_workers(
@@ -405,7 +378,8 @@ INGEST_OPS = [
 def measure_ingest(res: Results, seconds: float, window: int) -> None:
     for label, op in INGEST_OPS:
         for concurrency in (1, 16):
-            with streamstats_server() as (address, _):
+            with in_memory_server() as running:
+                address = running.address
                 # Count windows keep memory flat over the run, as a long-lived deployment would.
                 create_windowed(address, [f"s{t}" for t in range(concurrency)], window)
                 rate = throughput(
@@ -509,7 +483,8 @@ def profile_adds(res: Results, n: int) -> None:
 
 
 def measure_memory(res: Results, sizes: list[int]) -> None:
-    with streamstats_server() as (address, pid):
+    with in_memory_server() as running:
+        address, pid = running.address, running.pid
         time.sleep(0.5)
         before = rss_bytes(pid)
         loaded = 0

@@ -135,7 +135,3 @@ class StreamStatsServer:
             await self._server.stop(grace)
             self._server = None
         await self.registry.close()
-
-    async def wait_for_termination(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()

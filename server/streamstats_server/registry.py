@@ -88,8 +88,9 @@ class Registry:
                 raise StreamNotFound(name)
             yield stream
 
-    async def _lock_or_create(self, name: str, config: WindowConfig) -> tuple[Stream, bool]:
-        """The named stream, locked (the caller releases it), created with ``config`` if absent.
+    @asynccontextmanager
+    async def _locked_or_created(self, name: str, config: WindowConfig) -> AsyncIterator[tuple[Stream, bool]]:
+        """The named stream, locked, created with ``config`` if absent; and whether it was created.
 
         A new stream is visible in the registry at once (so a second creator waits for its lock
         instead of creating it twice) and its CREATE record is durable before anyone can use it.
@@ -99,20 +100,20 @@ class Registry:
             if stream is None:
                 stream = Stream(name, config, self.now_ns())
                 self._streams[name] = stream
-                await stream.lock.acquire()  # a fresh lock: never waits
-                try:
-                    stream.last_lsn = await self._storage.log_create(
-                        name, config.window_size, config.window_duration_ns, stream.create_time_ns
-                    )
-                except BaseException:
-                    self._forget(stream)
-                    stream.lock.release()
-                    raise
-                return stream, True
-            await stream.lock.acquire()
-            if not stream.deleted:
-                return stream, False
-            stream.lock.release()
+                async with stream.lock:  # a fresh lock: never waits
+                    try:
+                        stream.last_lsn = await self._storage.log_create(
+                            name, config.window_size, config.window_duration_ns, stream.create_time_ns
+                        )
+                    except BaseException:
+                        self._forget(stream)
+                        raise
+                    yield stream, True
+                return
+            async with stream.lock:
+                if not stream.deleted:
+                    yield stream, False
+                    return
 
     def _forget(self, stream: Stream) -> None:
         stream.deleted = True
@@ -123,13 +124,10 @@ class Registry:
 
     async def create(self, name: str, config: WindowConfig) -> StreamView:
         """Create an empty stream; the same name and config again returns the existing one."""
-        stream, created = await self._lock_or_create(name, config)
-        try:
+        async with self._locked_or_created(name, config) as (stream, created):
             if not created and stream.config != config:
                 raise StreamAlreadyExists(name, stream.config.describe(), config.describe())
             return stream.view(self.now_ns())
-        finally:
-            stream.lock.release()
 
     async def get(self, name: str) -> StreamView:
         async with self._locked(name) as stream:
@@ -176,8 +174,7 @@ class Registry:
             values = await asyncio.to_thread(array, "d", values)
         elif len(values) > 1:  # the log and the window would each convert it otherwise
             values = array("d", values)
-        stream, _ = await self._lock_or_create(name, self._default_config)
-        try:
+        async with self._locked_or_created(name, self._default_config) as (stream, _):
             now = self.now_ns()
             lsn = await self._storage.log_add(name, now, values)
             if big:
@@ -185,8 +182,6 @@ class Registry:
             else:
                 result = stream.add(values, now)
             stream.last_lsn = lsn
-        finally:
-            stream.lock.release()
         self.schedule_checkpoint()
         return result
 

@@ -151,8 +151,6 @@ class Checkpoint:
 class DurableStorage:
     """Everything accepted is in the log before it is acknowledged (per the fsync policy)."""
 
-    durable = True
-
     def __init__(self, config: StorageConfig, fs: FileSystem | None = None) -> None:
         self.config = config
         self.fs: FileSystem = fs or OsFileSystem()

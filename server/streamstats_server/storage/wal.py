@@ -80,10 +80,6 @@ class LogWriter:
         self._failure: BaseException | None = None
         self.bytes_written = 0
 
-    @property
-    def next_lsn(self) -> int:
-        return self._next_lsn
-
     def take_lsn(self) -> int:
         lsn = self._next_lsn
         self._next_lsn += 1
