@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from streamstats_server.app import StreamStatsServer
-from streamstats_server.config import ServerConfig, parse_config
+from streamstats_server.config import ConfigError, ServerConfig, parse_config
 from streamstats_server.storage import RecoveryError
 
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(config))
-    except (OSError, RecoveryError) as exc:
+    except (OSError, RecoveryError, ConfigError) as exc:
         sys.exit(f"streamstats-server: {exc}")
 
 

@@ -12,8 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
-from streamstats_server.config import ServerConfig
+from streamstats_server.auth import Tokens, TokensFileError
+from streamstats_server.config import ConfigError, ServerConfig
+from streamstats_server.handlers import add_servicer
 from streamstats_server.registry import Registry
 from streamstats_server.service import SERVICE_NAME, StreamStatsServicer
 from streamstats_server.storage import DurableStorage, RecoveryReport, StorageConfig
@@ -24,6 +25,54 @@ log = logging.getLogger("streamstats.server")
 
 class BindError(OSError):
     """The server could not listen on the configured address."""
+
+
+# Keepalive: ping an idle connection every minute so a vanished client (a watcher on a dead laptop)
+# is noticed within ~80 s; accept client pings every 10 s or slower, even between calls (the SDK pings
+# every 30 s during calls); a client pinging faster gets two strikes, then GOAWAY ("too_many_pings").
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+)
+
+
+def _read_pem(flag: str, path: str, marker: bytes) -> bytes:
+    """A PEM file's bytes; ConfigError naming the flag and path if unreadable or not PEM."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data or marker not in data:
+        raise ConfigError(f"{flag} {path} is not a PEM file with a {marker.decode()} block")
+    return data
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from --tls-cert/--tls-key, requiring client certificates signed by
+    --tls-client-ca when given (mutual TLS); None without TLS."""
+    if not config.tls:
+        return None
+    cert = _read_pem("--tls-cert", config.tls_cert, b"CERTIFICATE")
+    key = _read_pem("--tls-key", config.tls_key, b"PRIVATE KEY")
+    client_ca = (
+        _read_pem("--tls-client-ca", config.tls_client_ca, b"CERTIFICATE") if config.tls_client_ca else None
+    )
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def load_tokens(config: ServerConfig) -> Tokens | None:
+    if not config.auth_tokens:
+        return None
+    try:
+        return Tokens.from_file(config.auth_tokens)
+    except TokensFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def format_address(host: str, port: int) -> str:
@@ -42,7 +91,7 @@ class StreamStatsServer:
     ) -> None:
         self.config = config
         self._fs = fs
-        self.registry = Registry()
+        self.registry = self._new_registry()
         self.recovery: RecoveryReport | None = None
         self._interceptors = list(interceptors)
         self._health = HealthServicer()
@@ -58,6 +107,9 @@ class StreamStatsServer:
     @property
     def address(self) -> str:
         return format_address(self.config.host, self.port)
+
+    def _new_registry(self, storage: DurableStorage | None = None) -> Registry:
+        return Registry(storage, max_streams=self.config.max_streams, max_values=self.config.max_values)
 
     async def _open_storage(self) -> None:
         """Recover the data dir (off the loop) and install its streams; nothing to do in memory."""
@@ -78,7 +130,7 @@ class StreamStatsServer:
             await storage.close()
             raise
         self.recovery = report
-        self.registry = Registry(storage)
+        self.registry = self._new_registry(storage)
         self.registry.load(recovered)
         storage.start()
         if report.deletes_replayed:
@@ -95,16 +147,26 @@ class StreamStatsServer:
         )
 
     async def start(self) -> None:
+        """Check the config's files, recover storage, and start serving; ConfigError, BindError or
+        RecoveryError say why not."""
+        credentials = server_credentials(self.config)
+        tokens = load_tokens(self.config)
         await self._open_storage()
         options = [
+            *KEEPALIVE_OPTIONS,
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             # Without this a second server could silently share our port (and tests on port 0 collide).
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(interceptors=self._interceptors, options=options)
-        servicer = StreamStatsServicer(self.registry, max_k=self.config.max_k)
-        pb_grpc.add_StreamStatsServicer_to_server(servicer, server)
+        servicer = StreamStatsServicer(
+            self.registry,
+            max_k=self.config.max_k,
+            tokens=tokens,
+            max_concurrent_rpcs=self.config.max_concurrent_rpcs,
+        )
+        add_servicer(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -116,7 +178,10 @@ class StreamStatsServer:
         )
         requested = format_address(self.config.host, self.config.port)
         try:
-            self._port = server.add_insecure_port(requested)
+            if credentials is None:
+                self._port = server.add_insecure_port(requested)
+            else:
+                self._port = server.add_secure_port(requested, credentials)
         except RuntimeError as exc:
             await self.registry.close()
             raise BindError(f"cannot listen on {requested}: {exc}") from exc

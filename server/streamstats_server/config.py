@@ -7,6 +7,7 @@ on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +31,61 @@ class ServerConfig:
     max_k: int = 10_000
     max_message_bytes: int = 16 * MIB
     grace_seconds: float = 10.0
+    # Security: TLS (cert + key), mutual TLS (client CA), bearer tokens; see README "Running it securely".
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    auth_tokens: str = ""
+    insecure: bool = False
+    # Limits (0 = none): each refusal is RESOURCE_EXHAUSTED naming the limit and its value.
+    max_streams: int = 100_000
+    max_values: int = 100_000_000
+    max_concurrent_rpcs: int = 1000
+    # Operations.
+    metrics_port: int | None = None  # None: no metrics endpoint; 0 picks a free port
+    metrics_host: str = "127.0.0.1"
+    log_format: str = "human"
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+        if not (self.insecure or self.tls or self.auth_tokens or is_loopback(self.host)):
+            raise ConfigError(
+                f"refusing to listen on {self.host} without TLS or tokens: anyone who can reach it could "
+                "read, write and delete every stream; give --tls-cert/--tls-key and/or --auth-tokens, "
+                "or --insecure if this network is trusted"
+            )
 
     @property
     def in_memory(self) -> bool:
         return not self.data_dir
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+LOG_FORMATS = ("human", "json")
+
+
+class ConfigError(ValueError):
+    """The flags contradict each other or are unsafe; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 _BOOLEANS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
@@ -55,6 +107,17 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {value}")
+    return value
+
+
+def _optional_port(text: str) -> int | None:
+    return None if text in ("", "off", "none") else _port(text)
 
 
 def _fsync_policy(text: str) -> FsyncPolicy:
@@ -149,6 +212,46 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.grace_seconds,
         "on SIGTERM/SIGINT, how long calls in flight may take to finish",
     )
+    add("--tls-cert", str, defaults.tls_cert, "PEM certificate chain: serve TLS (with --tls-key)")
+    add("--tls-key", str, defaults.tls_key, "PEM private key of --tls-cert")
+    add(
+        "--tls-client-ca",
+        str,
+        defaults.tls_client_ca,
+        "PEM CA bundle: require mutual TLS, accepting only client certificates it signed",
+    )
+    add(
+        "--auth-tokens",
+        str,
+        defaults.auth_tokens,
+        "TOML file of bearer tokens with scopes (read, write, admin) and stream-name prefixes; "
+        "every call but health checks must then carry 'authorization: Bearer <token>'",
+    )
+    add_flag(
+        "--insecure",
+        "allow listening on a non-loopback address without TLS or tokens (a trusted network only)",
+    )
+    add("--max-streams", _non_negative_int, defaults.max_streams, "most streams at once; 0 = no limit")
+    add(
+        "--max-values",
+        _non_negative_int,
+        defaults.max_values,
+        "most live values held across all streams (the memory budget, ~40 bytes each); 0 = no limit",
+    )
+    add(
+        "--max-concurrent-rpcs",
+        _non_negative_int,
+        defaults.max_concurrent_rpcs,
+        "most StreamStats calls in progress at once (health checks not counted); 0 = no limit",
+    )
+    add(
+        "--metrics-port",
+        _optional_port,
+        "",
+        "serve Prometheus metrics over HTTP on this port (0 picks a free one); '' = no metrics",
+    )
+    add("--metrics-host", str, defaults.metrics_host, "address of the metrics endpoint")
+    add("--log-format", str, defaults.log_format, "log lines as 'human' text or 'json' objects")
     return parser
 
 
@@ -157,6 +260,13 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     parser = build_parser(os.environ if environ is None else environ)
     ns = parser.parse_args(argv)
     # argparse applies type= to string defaults (our env values) too, so everything is converted here.
+    try:
+        return _config_from(ns)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+
+
+def _config_from(ns: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=ns.host,
         port=ns.port,
@@ -167,4 +277,15 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         max_k=ns.max_k,
         max_message_bytes=ns.max_message_bytes,
         grace_seconds=ns.grace_seconds,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_client_ca=ns.tls_client_ca,
+        auth_tokens=ns.auth_tokens,
+        insecure=ns.insecure,
+        max_streams=ns.max_streams,
+        max_values=ns.max_values,
+        max_concurrent_rpcs=ns.max_concurrent_rpcs,
+        metrics_port=ns.metrics_port,
+        metrics_host=ns.metrics_host,
+        log_format=ns.log_format,
     )

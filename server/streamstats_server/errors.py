@@ -51,3 +51,20 @@ def _show(value: object) -> str:
 
 class ServiceUnavailable(DomainError):
     """The server cannot take the change now (its storage failed); nothing was applied."""
+
+
+class Unauthenticated(DomainError):
+    """The call carries no token, or one the server does not know."""
+
+
+class PermissionDenied(DomainError):
+    """The caller's token is known but does not allow this call."""
+
+
+class LimitExceeded(DomainError):
+    """The call would take the server past one of its limits; nothing of it was applied."""
+
+    def __init__(self, limit: str, value: int, what: str) -> None:
+        super().__init__(f"{what}: the server's limit {limit}={value} would be exceeded")
+        self.limit = limit
+        self.value = value

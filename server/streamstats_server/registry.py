@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from sortedcontainers import SortedDict
 
-from streamstats_server.errors import StreamAlreadyExists, StreamNotFound
+from streamstats_server.errors import LimitExceeded, StreamAlreadyExists, StreamNotFound
 from streamstats_server.storage import MemoryStorage, RecoveredStream, Storage, StreamSnapshot
 from streamstats_server.stream import Stream, StreamView, WindowConfig
 
@@ -30,6 +30,11 @@ OFFLOAD_VALUES = 20_000
 class Registry:
     """Streams by name, kept in name order so listing a page is O(log n + page).
 
+    Limits (0 = none): ``max_streams`` streams, and ``max_values`` live values held across all streams
+    (the memory budget; values a time window has expired count until their stream is next touched,
+    because until then they are in memory). A change that would pass one raises LimitExceeded before
+    anything is logged or applied.
+
     The clock never goes backwards (a stream's window relies on that), even when the system clock
     is stepped back or a restarted server's clock is behind the stored arrival times: the registry
     hands out max(last, now).
@@ -41,8 +46,14 @@ class Registry:
         *,
         default_config: WindowConfig | None = None,
         clock: Callable[[], int] = time.time_ns,
+        max_streams: int = 0,
+        max_values: int = 0,
     ) -> None:
         self._streams: SortedDict = SortedDict()
+        self._max_streams = max_streams
+        self._max_values = max_values
+        self.values_held = 0  # live values across all streams, as of each stream's last call
+        self.values_added_total = 0  # values accepted since this process started
         self._storage: Storage = storage if storage is not None else MemoryStorage()
         self._default_config = default_config or WindowConfig()
         self._clock = clock
@@ -73,6 +84,7 @@ class Registry:
                 last_lsn=r.last_lsn,
             )
             self._streams[r.name] = stream
+            self._settle(stream)
             self._last_ns = max(self._last_ns, r.create_time_ns, r.window.latest_ns)
 
     # --- locking -----------------------------------------------------------------------------------
@@ -86,7 +98,36 @@ class Registry:
         async with stream.lock:
             if stream.deleted:
                 raise StreamNotFound(name)
-            yield stream
+            try:
+                yield stream
+            finally:
+                self._settle(stream)
+
+    def _settle(self, stream: Stream) -> None:
+        """Bring values_held in step with the stream's live count (after an add or an expiry)."""
+        if not stream.deleted:
+            live = len(stream.window)
+            self.values_held += live - stream.accounted
+            stream.accounted = live
+
+    def _admit_stream(self, name: str) -> None:
+        if self._max_streams and len(self._streams) >= self._max_streams:
+            raise LimitExceeded("--max-streams", self._max_streams, f"cannot create stream {name!r}")
+
+    def _admit_values(self, name: str, config: WindowConfig, live: int, count: int) -> None:
+        """LimitExceeded unless ``count`` more values fit in the budget, given that the stream holds
+        ``live`` now and its window drops what they push out."""
+        if not self._max_values:
+            return
+        grown = live + count
+        if config.window_size:
+            grown = min(grown, config.window_size)
+        if self.values_held + grown - live > self._max_values:
+            raise LimitExceeded(
+                "--max-values",
+                self._max_values,
+                f"cannot add {count} values to {name!r} ({self.values_held} live values held)",
+            )
 
     @asynccontextmanager
     async def _locked_or_created(self, name: str, config: WindowConfig) -> AsyncIterator[tuple[Stream, bool]]:
@@ -98,6 +139,7 @@ class Registry:
         while True:
             stream: Stream | None = self._streams.get(name)
             if stream is None:
+                self._admit_stream(name)
                 stream = Stream(name, config, self.now_ns())
                 self._streams[name] = stream
                 async with stream.lock:  # a fresh lock: never waits
@@ -108,14 +150,22 @@ class Registry:
                     except BaseException:
                         self._forget(stream)
                         raise
-                    yield stream, True
+                    try:
+                        yield stream, True
+                    finally:
+                        self._settle(stream)
                 return
             async with stream.lock:
                 if not stream.deleted:
-                    yield stream, False
+                    try:
+                        yield stream, False
+                    finally:
+                        self._settle(stream)
                     return
 
     def _forget(self, stream: Stream) -> None:
+        self.values_held -= stream.accounted
+        stream.accounted = 0
         stream.deleted = True
         if self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
@@ -133,28 +183,40 @@ class Registry:
         async with self._locked(name) as stream:
             return stream.view(self.now_ns())
 
-    async def page(self, prefix: str, after: str | None, limit: int) -> tuple[list[StreamView], bool]:
-        """Up to ``limit`` streams whose names start with ``prefix`` and sort after ``after``.
+    async def page(
+        self, prefixes: Sequence[str], after: str | None, limit: int
+    ) -> tuple[list[StreamView], bool]:
+        """Up to ``limit`` streams whose names start with one of ``prefixes`` and sort after ``after``.
 
-        Returns their views and whether more follow. O(log n + limit).
+        ``prefixes`` must be disjoint and in name order (then their ranges of names are too). Returns
+        the views and whether more follow. O(p log n + limit) for p prefixes.
         """
-        start = prefix if after is None or after < prefix else after
-        names = self._streams.irange(minimum=start, inclusive=(after is None or after < prefix, False))
         found: list[Stream] = []
         more = False
-        for name in names:
-            if not name.startswith(prefix):
+        for prefix in prefixes:
+            more = self._collect(prefix, after, limit - len(found), found)
+            if more:
                 break
-            if len(found) == limit:
-                more = True
-                break
-            found.append(self._streams[name])
         views = []
         for stream in found:
             async with stream.lock:
                 if not stream.deleted:
                     views.append(stream.view(self.now_ns()))
         return views, more
+
+    def _collect(self, prefix: str, after: str | None, room: int, found: list[Stream]) -> bool:
+        """Append to ``found`` up to ``room`` streams starting with ``prefix`` after ``after``; return
+        whether another one follows."""
+        start = prefix if after is None or after < prefix else after
+        names = self._streams.irange(minimum=start, inclusive=(after is None or after < prefix, False))
+        for name in names:
+            if not name.startswith(prefix):
+                break
+            if room == 0:
+                return True
+            found.append(self._streams[name])
+            room -= 1
+        return False
 
     async def delete(self, name: str) -> None:
         """Remove a stream; its name is free again and its data leaves the disk at the next checkpoint,
@@ -174,14 +236,21 @@ class Registry:
             values = await asyncio.to_thread(array, "d", values)
         elif len(values) > 1:  # the log and the window would each convert it otherwise
             values = array("d", values)
+        if name not in self._streams:  # refuse before the stream is created (nothing of the call is applied)
+            self._admit_values(name, self._default_config, 0, len(values))
         async with self._locked_or_created(name, self._default_config) as (stream, _):
             now = self.now_ns()
+            if self._max_values:
+                stream.window.expire(now)  # what has expired is no longer held: count it out first
+                self._settle(stream)
+                self._admit_values(name, stream.config, len(stream.window), len(values))
             lsn = await self._storage.log_add(name, now, values)
             if big:
                 result = await asyncio.to_thread(stream.add, values, now)
             else:
                 result = stream.add(values, now)
             stream.last_lsn = lsn
+            self.values_added_total += len(values)
         self.schedule_checkpoint()
         return result
 

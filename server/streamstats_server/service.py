@@ -1,6 +1,6 @@
 """The StreamStats servicer: requests -> registry calls -> responses.
 
-This is the one place where domain errors become gRPC status codes (``_translate_errors``), and the
+This is the one place where domain errors become gRPC status codes (``_rpc``), and the
 only module that converts between protobuf messages and domain values.
 """
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,13 +20,18 @@ from grpc_status import rpc_status
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
+from streamstats_server.auth import EVERYONE, Caller, Scope, Tokens
 from streamstats_server.errors import (
     DomainError,
     InvalidArgument,
+    LimitExceeded,
+    PermissionDenied,
     ServiceUnavailable,
     StreamAlreadyExists,
     StreamNotFound,
+    Unauthenticated,
 )
+from streamstats_server.handlers import MalformedRequest
 from streamstats_server.registry import Registry
 from streamstats_server.storage import StorageError
 from streamstats_server.stream import StreamView, WindowConfig
@@ -41,11 +47,15 @@ _STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     StreamNotFound: grpc.StatusCode.NOT_FOUND,
     ServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
     StreamAlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _R = TypeVar("_R")
-_Handler = Callable[["StreamStatsServicer", Any, Context], Awaitable[_R]]
+_Handler = Callable[["StreamStatsServicer", Any, Context, Caller], Awaitable[_R]]
+_Method = Callable[["StreamStatsServicer", Any, Context], Awaitable[_R]]
 
 
 def _status_code(exc: DomainError) -> grpc.StatusCode:
@@ -69,24 +79,35 @@ def _rich_status(code: grpc.StatusCode, exc: DomainError) -> grpc.Status:
     return status
 
 
-def _translate_errors(handler: _Handler[_R]) -> _Handler[_R]:
-    """Turn a DomainError (or a storage failure) raised by ``handler`` into an aborted call with the
-    matching status."""
+def _rpc(scope: Scope) -> Callable[[_Handler[_R]], _Method[_R]]:
+    """Make ``handler`` an RPC method needing ``scope``: the one place every call is authenticated,
+    counted against the concurrency limit, checked for a malformed request, and where a DomainError
+    (or a storage failure) becomes an aborted call with the matching status."""
 
-    @functools.wraps(handler)
-    async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> _R:
-        try:
+    def decorate(handler: _Handler[_R]) -> _Method[_R]:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> _R:
             try:
-                return await handler(self, request, context)
-            except StorageError as exc:
-                raise ServiceUnavailable(f"{exc}; the change was not applied") from exc
-        except DomainError as exc:
-            code = _status_code(exc)
-            status = _rich_status(code, exc)
-            await context.abort(code, exc.message, status.trailing_metadata)
-            raise AssertionError("context.abort returned") from exc  # abort always raises
+                caller = self.authenticate(context)
+                caller.require(scope, method)
+                if isinstance(request, MalformedRequest):
+                    raise request.error()
+                with self._admitted():
+                    try:
+                        return await handler(self, request, context, caller)
+                    except StorageError as exc:
+                        raise ServiceUnavailable(f"{exc}; the change was not applied") from exc
+            except DomainError as exc:
+                code = _status_code(exc)
+                status = _rich_status(code, exc)
+                await context.abort(code, exc.message, status.trailing_metadata)
+                raise AssertionError("context.abort returned") from exc  # abort always raises
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def _window_config(field: str, config: pb.StreamConfig) -> WindowConfig:
@@ -134,55 +155,95 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
     """Implements every RPC of streamstats.v1.StreamStats over a Registry (which makes each call
     atomic, durable and linearizable per stream)."""
 
-    def __init__(self, registry: Registry, *, max_k: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_k: int,
+        tokens: Tokens | None = None,
+        max_concurrent_rpcs: int = 0,
+    ) -> None:
         self._registry = registry
         self._max_k = max_k
+        self._tokens = tokens
+        self._max_concurrent = max_concurrent_rpcs
+        self._in_flight = 0
 
-    @_translate_errors
-    async def CreateStream(self, request: pb.CreateStreamRequest, context: Context) -> pb.Stream:
-        name = check_name("name", request.name)
+    def authenticate(self, context: Context) -> Caller:
+        """The caller the call's token names (everyone may do everything without a tokens file)."""
+        if self._tokens is None:
+            return EVERYONE
+        return self._tokens.authenticate(context.invocation_metadata())
+
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Count the call as in progress; LimitExceeded if that would pass --max-concurrent-rpcs."""
+        if self._max_concurrent and self._in_flight >= self._max_concurrent:
+            raise LimitExceeded(
+                "--max-concurrent-rpcs", self._max_concurrent, "too many calls in progress; retry later"
+            )
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    @_rpc(Scope.ADMIN)
+    async def CreateStream(
+        self, request: pb.CreateStreamRequest, context: Context, caller: Caller
+    ) -> pb.Stream:
+        name = self._stream_name(caller, "name", request.name)
         config = _window_config("config", request.config)
         return _stream_pb(await self._registry.create(name, config))
 
-    @_translate_errors
-    async def GetStream(self, request: pb.GetStreamRequest, context: Context) -> pb.Stream:
-        return _stream_pb(await self._registry.get(check_name("name", request.name)))
+    @_rpc(Scope.READ)
+    async def GetStream(self, request: pb.GetStreamRequest, context: Context, caller: Caller) -> pb.Stream:
+        return _stream_pb(await self._registry.get(self._stream_name(caller, "name", request.name)))
 
-    @_translate_errors
-    async def ListStreams(self, request: pb.ListStreamsRequest, context: Context) -> pb.ListStreamsResponse:
+    @_rpc(Scope.READ)
+    async def ListStreams(
+        self, request: pb.ListStreamsRequest, context: Context, caller: Caller
+    ) -> pb.ListStreamsResponse:
         limit = check_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(request.page_token)
-        views, more = await self._registry.page(request.prefix, after, limit)
+        views, more = await self._registry.page(caller.visible_prefixes(request.prefix), after, limit)
         response = pb.ListStreamsResponse(streams=[_stream_pb(view) for view in views])
         if more and views:
             response.next_page_token = _encode_page_token(views[-1].name)
         return response
 
-    @_translate_errors
+    @_rpc(Scope.ADMIN)
     async def DeleteStream(
-        self, request: pb.DeleteStreamRequest, context: Context
+        self, request: pb.DeleteStreamRequest, context: Context, caller: Caller
     ) -> pb.DeleteStreamResponse:
-        await self._registry.delete(check_name("name", request.name))
+        await self._registry.delete(self._stream_name(caller, "name", request.name))
         return pb.DeleteStreamResponse()
 
-    @_translate_errors
-    async def AddNum(self, request: pb.AddNumRequest, context: Context) -> pb.AddNumResponse:
-        count, total = await self._add(request.stream, [request.value], "value")
+    @_rpc(Scope.WRITE)
+    async def AddNum(self, request: pb.AddNumRequest, context: Context, caller: Caller) -> pb.AddNumResponse:
+        count, total = await self._add(caller, request.stream, [request.value], "value")
         return pb.AddNumResponse(count=count, total_added=total)
 
-    @_translate_errors
-    async def AddNums(self, request: pb.AddNumsRequest, context: Context) -> pb.AddNumsResponse:
-        count, total = await self._add(request.stream, request.values, "values")
+    @_rpc(Scope.WRITE)
+    async def AddNums(
+        self, request: pb.AddNumsRequest, context: Context, caller: Caller
+    ) -> pb.AddNumsResponse:
+        count, total = await self._add(caller, request.stream, request.values, "values")
         return pb.AddNumsResponse(count=count, total_added=total)
 
-    @_translate_errors
+    @_rpc(Scope.WRITE)
     async def StreamNums(
-        self, request_iterator: AsyncIterator[pb.AddNumsRequest], context: Context
+        self,
+        request_iterator: AsyncIterator[pb.AddNumsRequest | MalformedRequest],
+        context: Context,
+        caller: Caller,
     ) -> pb.StreamNumsResponse:
         applied = 0
         async for request in request_iterator:
             try:
-                await self._add(request.stream, request.values, "values")
+                if isinstance(request, MalformedRequest):
+                    raise request.error()
+                await self._add(caller, request.stream, request.values, "values")
             except DomainError as exc:
                 exc.message = (
                     f"{exc.message}; {applied} values from earlier messages of this call were applied"
@@ -191,25 +252,35 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
             applied += len(request.values)
         return pb.StreamNumsResponse(values_added=applied)
 
-    @_translate_errors
-    async def FindMedian(self, request: pb.FindMedianRequest, context: Context) -> pb.FindMedianResponse:
-        median, count = await self._registry.median(check_name("stream", request.stream))
+    @_rpc(Scope.READ)
+    async def FindMedian(
+        self, request: pb.FindMedianRequest, context: Context, caller: Caller
+    ) -> pb.FindMedianResponse:
+        median, count = await self._registry.median(self._stream_name(caller, "stream", request.stream))
         return pb.FindMedianResponse(median=median, count=count)
 
-    @_translate_errors
-    async def TopK(self, request: pb.TopKRequest, context: Context) -> pb.TopKResponse:
-        name = check_name("stream", request.stream)
+    @_rpc(Scope.READ)
+    async def TopK(self, request: pb.TopKRequest, context: Context, caller: Caller) -> pb.TopKResponse:
+        name = self._stream_name(caller, "stream", request.stream)
         values, count = await self._registry.top_k(name, check_k(request.k, self._max_k))
         return pb.TopKResponse(values=values, count=count)
 
-    @_translate_errors
-    async def BottomK(self, request: pb.BottomKRequest, context: Context) -> pb.BottomKResponse:
-        name = check_name("stream", request.stream)
+    @_rpc(Scope.READ)
+    async def BottomK(
+        self, request: pb.BottomKRequest, context: Context, caller: Caller
+    ) -> pb.BottomKResponse:
+        name = self._stream_name(caller, "stream", request.stream)
         values, count = await self._registry.bottom_k(name, check_k(request.k, self._max_k))
         return pb.BottomKResponse(values=values, count=count)
 
-    async def _add(self, name: str, values: Sequence[float], field: str) -> tuple[int, int]:
+    @staticmethod
+    def _stream_name(caller: Caller, field: str, name: str) -> str:
+        """A valid stream name the caller may touch."""
+        caller.require_stream(check_name(field, name))
+        return name
+
+    async def _add(self, caller: Caller, name: str, values: Sequence[float], field: str) -> tuple[int, int]:
         """Validate, then apply the batch atomically to the named stream (created if absent)."""
-        check_name("stream", name)
+        self._stream_name(caller, "stream", name)
         check_values(field, values)
         return await self._registry.add(name, values)

@@ -42,7 +42,17 @@ class Stream:
     checks it before touching the stream.
     """
 
-    __slots__ = ("config", "create_time_ns", "deleted", "last_lsn", "lock", "name", "total_added", "window")
+    __slots__ = (
+        "accounted",
+        "config",
+        "create_time_ns",
+        "deleted",
+        "last_lsn",
+        "lock",
+        "name",
+        "total_added",
+        "window",
+    )
 
     def __init__(
         self,
@@ -64,6 +74,7 @@ class Stream:
         )
         self.lock = asyncio.Lock()
         self.deleted = False
+        self.accounted = 0  # live values counted in the registry's values_held (it keeps this in step)
 
     def add(self, values: Sequence[float], now_ns: int) -> tuple[int, int]:
         """Append values (already validated) in order; return (live count, total added). O(b log n)."""
