@@ -11,9 +11,9 @@
 subclasses. The generated gRPC code lives in ``streamstats.v1`` for those who need it.
 """
 
-from streamstats._async_client import AsyncClient
-from streamstats._client import Client
-from streamstats._config import ClientConfig
+from streamstats._async_client import AsyncClient, AsyncWatch
+from streamstats._client import Client, Watch
+from streamstats._config import ClientConfig, TLSConfig
 from streamstats._errors import (
     AlreadyExists,
     Cancelled,
@@ -28,12 +28,13 @@ from streamstats._errors import (
     Unauthenticated,
     Unavailable,
 )
-from streamstats._types import AddResult, Stream, StreamConfig
+from streamstats._types import AddResult, Stats, Stream, StreamConfig, WatchUpdate
 
 __all__ = [
     "AddResult",
     "AlreadyExists",
     "AsyncClient",
+    "AsyncWatch",
     "Cancelled",
     "Client",
     "ClientClosed",
@@ -43,12 +44,16 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "ServerError",
+    "Stats",
     "Stream",
     "StreamConfig",
     "StreamNotFound",
     "StreamStatsError",
+    "TLSConfig",
     "Unauthenticated",
     "Unavailable",
+    "Watch",
+    "WatchUpdate",
 ]
 
 # Exceptions report the package, not the private module, so tracebacks read

@@ -17,16 +17,16 @@ import grpc
 import grpc.aio
 
 from streamstats import _base
-from streamstats._base import BaseClient, rpc_errors
+from streamstats._base import AsyncWatchCall, BaseClient, QuantileMethod, rpc_errors
 from streamstats._config import ClientConfig
-from streamstats._errors import ClientClosed
-from streamstats._types import AddResult, Stream
+from streamstats._errors import Cancelled, ClientClosed
+from streamstats._types import AddResult, Stats, Stream, WatchUpdate
 from streamstats.v1 import streamstats_pb2, streamstats_pb2_grpc
 
 if TYPE_CHECKING:
     from streamstats.v1.streamstats_pb2_grpc import StreamStatsAsyncStub
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "AsyncWatch"]
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -53,6 +53,7 @@ class AsyncClient(BaseClient):
         self._channel: grpc.aio.Channel | None = None
         self._stub_instance: StreamStatsAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._metadata = _base.call_metadata(self._config)
 
     def _stub(self) -> StreamStatsAsyncStub:
         self._check_open()
@@ -60,9 +61,7 @@ class AsyncClient(BaseClient):
         if self._stub_instance is None:
             # An aio channel belongs to the loop it is created in; creating it here, on first
             # use, is what guarantees that loop is the caller's.
-            self._channel = grpc.aio.insecure_channel(
-                self._target, options=_base.channel_options(self._config)
-            )
+            self._channel = _base.open_aio_channel(self._target, self._config)
             self._stub_instance = streamstats_pb2_grpc.StreamStatsStub(self._channel)
             self._loop = loop
         elif loop is not self._loop:
@@ -99,7 +98,7 @@ class AsyncClient(BaseClient):
     ) -> _Response:
         deadline = self._deadline(timeout)
         with self._call_errors():
-            return await method(request, timeout=deadline)
+            return await method(request, timeout=deadline, metadata=self._metadata)
 
     @contextlib.contextmanager
     def _call_errors(self) -> Iterator[None]:
@@ -203,7 +202,7 @@ class AsyncClient(BaseClient):
         deadline = self._deadline(timeout)
         stub = self._stub()
         with self._call_errors():
-            call = stub.StreamNums(None, timeout=deadline)
+            call = stub.StreamNums(None, timeout=deadline, metadata=self._metadata)
             try:
                 source_error = await self._write_batches(call, batches)
                 await call.done_writing()
@@ -259,6 +258,93 @@ class AsyncClient(BaseClient):
         request = _base.bottom_k_request(stream, k)
         response = await self._call(self._stub().BottomK, request, timeout)
         return _base.values_from_pb(response)
+
+    async def stats(
+        self,
+        stream: str,
+        *,
+        quantiles: Iterable[SupportsFloat] = (),
+        method: QuantileMethod = "linear",
+        k: int = 0,
+        timeout: float | None = None,
+    ) -> Stats:
+        """Every statistic at one instant; see :meth:`streamstats.Client.stats`."""
+        request = _base.get_stats_request(stream, quantiles, method, k)
+        response = await self._call(self._stub().GetStats, request, timeout)
+        return _base.stats_from_pb(response.stats)
+
+    def watch(
+        self,
+        stream: str,
+        *,
+        quantiles: Iterable[SupportsFloat] = (),
+        method: QuantileMethod = "linear",
+        k: int = 0,
+        min_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> AsyncWatch:
+        """Follow a stream's statistics as an async iterator of :class:`~streamstats.WatchUpdate`;
+        see :meth:`streamstats.Client.watch`. ``await watch.close()`` (or ``async with``) ends it;
+        cancelling the task iterating it ends it too::
+
+            async with client.watch("latency", quantiles=[0.99]) as updates:
+                async for update in updates:
+                    print(update.stats.median)
+        """
+        request = _base.watch_request(stream, quantiles, method, k, min_interval)
+        deadline = None if timeout is None else self._deadline(timeout)
+        call = self._stub().Watch(request, timeout=deadline, metadata=self._metadata)
+        return AsyncWatch(self, call)
+
+
+class AsyncWatch(AsyncIterator[WatchUpdate]):
+    """The updates of :meth:`AsyncClient.watch`: ``async for``, and :meth:`close` to end."""
+
+    def __init__(self, client: AsyncClient, call: AsyncWatchCall) -> None:
+        self._client = client
+        self._call = call
+        self._closed = False
+
+    async def __anext__(self) -> WatchUpdate:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            with self._client._call_errors():
+                message = await self._call.read()
+        except Cancelled:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+        except asyncio.CancelledError:
+            # grpc raises CancelledError for a call we cancelled ourselves (close() from another
+            # task): that ends the iteration. A cancellation of this task itself propagates.
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise StopAsyncIteration from None
+            self._call.cancel()
+            raise
+        except BaseException:
+            self._call.cancel()  # e.g. the iterating task was cancelled: do not leave the call open
+            raise
+        if not isinstance(message, streamstats_pb2.WatchUpdate):  # grpc.aio.EOF: the server ended it
+            raise StopAsyncIteration
+        return _base.watch_update_from_pb(message)
+
+    async def close(self) -> None:
+        """End the watch; the iterator then stops. Idempotent."""
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 def _aiter(batches: Iterable[_Batch] | AsyncIterable[_Batch]) -> AsyncIterator[_Batch]:

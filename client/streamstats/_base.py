@@ -13,14 +13,14 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, SupportsFloat, SupportsIndex
+from typing import Any, Final, Literal, Protocol, SupportsFloat, SupportsIndex, get_args
 
 import grpc
 from google.protobuf import duration_pb2
 
 from streamstats._config import ClientConfig
 from streamstats._errors import ClientClosed, InvalidArgument, translate_rpc_error
-from streamstats._types import AddResult, Stream, StreamConfig
+from streamstats._types import AddResult, Stats, Stream, StreamConfig, WatchUpdate
 from streamstats.v1 import streamstats_pb2
 
 SERVICE_NAME: Final = streamstats_pb2.DESCRIPTOR.services_by_name["StreamStats"].full_name
@@ -38,11 +38,25 @@ RPC_METHODS: Final[Mapping[str, str]] = MappingProxyType(
         "FindMedian": "median",
         "TopK": "top_k",
         "BottomK": "bottom_k",
+        "GetStats": "stats",
+        "Watch": "watch",
     }
 )
 
 #: RPCs that change nothing, so repeating one after UNAVAILABLE cannot apply anything twice.
-READ_RPCS: Final = frozenset({"GetStream", "ListStreams", "FindMedian", "TopK", "BottomK"})
+READ_RPCS: Final = frozenset({"GetStream", "ListStreams", "FindMedian", "TopK", "BottomK", "GetStats"})
+
+#: Quantile definitions, by numpy.quantile's names.
+QuantileMethod = Literal["linear", "lower", "higher", "nearest"]
+_QUANTILE_METHODS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "linear": streamstats_pb2.QUANTILE_METHOD_LINEAR,
+        "lower": streamstats_pb2.QUANTILE_METHOD_LOWER,
+        "higher": streamstats_pb2.QUANTILE_METHOD_HIGHER,
+        "nearest": streamstats_pb2.QUANTILE_METHOD_NEAREST,
+    }
+)
+assert set(_QUANTILE_METHODS) == set(get_args(QuantileMethod))
 
 _UINT32_MAX: Final = 2**32 - 1
 _UINT64_MAX: Final = 2**64 - 1
@@ -61,10 +75,60 @@ def channel_options(config: ClientConfig) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.enable_retries", 1),
+        # Ping during calls every 30 s (the server accepts every 10 s or slower), so a watch over a
+        # dead connection fails within ~40 s instead of hanging.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 0),
     ]
     if config.read_retries > 0:
         options.append(("grpc.service_config", service_config_json(config)))
+    if config.tls is not None and config.tls.server_name:
+        options.append(("grpc.ssl_target_name_override", config.tls.server_name))
     return options
+
+
+def channel_credentials(config: ClientConfig) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``config.tls`` (its files read now), or None for plaintext."""
+    tls = config.tls
+    if tls is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_file("TLSConfig.ca_file", tls.ca_file),
+        private_key=_read_file("TLSConfig.key_file", tls.key_file),
+        certificate_chain=_read_file("TLSConfig.cert_file", tls.cert_file),
+    )
+
+
+def _read_file(what: str, path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def call_metadata(config: ClientConfig) -> tuple[tuple[str, str], ...] | None:
+    """The metadata every call carries: the bearer token, if any."""
+    return (("authorization", f"Bearer {config.token}"),) if config.token else None
+
+
+def open_channel(target: str, config: ClientConfig) -> grpc.Channel:
+    credentials = channel_credentials(config)
+    options = channel_options(config)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def open_aio_channel(target: str, config: ClientConfig) -> grpc.aio.Channel:
+    credentials = channel_credentials(config)
+    options = channel_options(config)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def service_config_json(config: ClientConfig) -> str:
@@ -86,6 +150,16 @@ def service_config_json(config: ClientConfig) -> str:
 
 def _duration_json(seconds: float) -> str:
     return f"{seconds:.9f}s"
+
+
+class WatchCall(Protocol):
+    """What the watch iterators need of a grpc streaming call (kept out of their public signatures)."""
+
+    def cancel(self) -> bool: ...
+
+
+class AsyncWatchCall(WatchCall, Protocol):
+    async def read(self) -> Any: ...
 
 
 @contextlib.contextmanager
@@ -252,6 +326,43 @@ def bottom_k_request(stream: str, k: int) -> streamstats_pb2.BottomKRequest:
     )
 
 
+def stats_query(quantiles: Iterable[SupportsFloat], method: str, k: int) -> streamstats_pb2.StatsQuery:
+    if isinstance(quantiles, str | bytes):
+        raise TypeError("quantiles must be an iterable of numbers, not a string")
+    if method not in _QUANTILE_METHODS:
+        raise InvalidArgument(_invalid("method", f"must be one of {', '.join(_QUANTILE_METHODS)}", method))
+    return streamstats_pb2.StatsQuery(
+        # q outside [0, 1] or NaN goes through: the server's message names it.
+        quantiles=[_real(f"quantiles[{i}]", q) for i, q in enumerate(quantiles)],
+        quantile_method=_QUANTILE_METHODS[method],  # type: ignore[arg-type]
+        k=_check_int("k", k, 0, _UINT32_MAX),
+    )
+
+
+def get_stats_request(
+    stream: str, quantiles: Iterable[SupportsFloat], method: str, k: int
+) -> streamstats_pb2.GetStatsRequest:
+    return streamstats_pb2.GetStatsRequest(
+        stream=_check_str("stream", stream), query=stats_query(quantiles, method, k)
+    )
+
+
+def watch_request(
+    stream: str, quantiles: Iterable[SupportsFloat], method: str, k: int, min_interval: float
+) -> streamstats_pb2.WatchRequest:
+    if isinstance(min_interval, bool) or not isinstance(min_interval, int | float):
+        raise TypeError(f"min_interval must be a number of seconds, got {min_interval!r}")
+    if not math.isfinite(min_interval) or min_interval < 0:
+        raise InvalidArgument(
+            _invalid("min_interval", "must be a finite number of seconds >= 0", min_interval)
+        )
+    interval = duration_pb2.Duration()
+    interval.FromNanoseconds(round(min_interval * 1e9))
+    return streamstats_pb2.WatchRequest(
+        stream=_check_str("stream", stream), query=stats_query(quantiles, method, k), min_interval=interval
+    )
+
+
 def _real(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, SupportsFloat):
         raise TypeError(f"{field} must be a real number, got {type(value).__name__}")
@@ -350,3 +461,27 @@ def median_from_pb(message: streamstats_pb2.FindMedianResponse) -> float | None:
 
 def values_from_pb(message: streamstats_pb2.TopKResponse | streamstats_pb2.BottomKResponse) -> list[float]:
     return list(message.values)
+
+
+def _optional(message: streamstats_pb2.Stats, field: str) -> float | None:
+    return getattr(message, field) if message.HasField(field) else None  # type: ignore[arg-type]
+
+
+def stats_from_pb(message: streamstats_pb2.Stats) -> Stats:
+    return Stats(
+        count=message.count,
+        total_added=message.total_added,
+        min=_optional(message, "min"),
+        max=_optional(message, "max"),
+        mean=_optional(message, "mean"),
+        stddev=_optional(message, "stddev"),
+        median=_optional(message, "median"),
+        quantiles={q.q: q.value for q in message.quantiles},
+        top=list(message.top),
+        bottom=list(message.bottom),
+        time=message.time.ToDatetime(tzinfo=datetime.UTC),
+    )
+
+
+def watch_update_from_pb(message: streamstats_pb2.WatchUpdate) -> WatchUpdate:
+    return WatchUpdate(stats=stats_from_pb(message.stats), changes=message.changes)

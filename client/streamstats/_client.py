@@ -5,17 +5,18 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Self, SupportsFloat, TypeVar
+from typing import Any, Self, SupportsFloat, TypeVar
 
 import grpc
 
 from streamstats import _base
-from streamstats._base import BaseClient, rpc_errors
+from streamstats._base import BaseClient, QuantileMethod, WatchCall, rpc_errors
 from streamstats._config import ClientConfig
-from streamstats._types import AddResult, Stream
+from streamstats._errors import Cancelled
+from streamstats._types import AddResult, Stats, Stream, WatchUpdate
 from streamstats.v1 import streamstats_pb2, streamstats_pb2_grpc
 
-__all__ = ["Client"]
+__all__ = ["Client", "Watch"]
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -39,8 +40,9 @@ class Client(BaseClient):
         super().__init__(target, config=config)
         # Connecting is lazy in grpc: this does no I/O, so a client can be made before the
         # server is up.
-        self._channel = grpc.insecure_channel(self._target, options=_base.channel_options(self._config))
+        self._channel = _base.open_channel(self._target, self._config)
         self._stub = streamstats_pb2_grpc.StreamStatsStub(self._channel)
+        self._metadata = _base.call_metadata(self._config)
 
     def close(self) -> None:
         """Close the channel; calls in flight end with :class:`~streamstats.Cancelled`. Idempotent."""
@@ -69,7 +71,7 @@ class Client(BaseClient):
         deadline = self._deadline(timeout)
         self._check_open()
         with rpc_errors():
-            return method(request, timeout=deadline)
+            return method(request, timeout=deadline, metadata=self._metadata)
 
     # Streams.
 
@@ -182,7 +184,7 @@ class Client(BaseClient):
         feed = _RequestFeed(_base.stream_nums_requests(batches, self._config.max_message_bytes))
         try:
             with rpc_errors():
-                response = self._stub.StreamNums(feed, timeout=deadline)
+                response = self._stub.StreamNums(feed, timeout=deadline, metadata=self._metadata)
         except Exception as exc:
             if feed.error is not None:
                 raise feed.error from exc
@@ -207,6 +209,90 @@ class Client(BaseClient):
         """The ``k`` smallest live values, smallest first, duplicates kept (fewer if fewer are live)."""
         request = _base.bottom_k_request(stream, k)
         return _base.values_from_pb(self._call(self._stub.BottomK, request, timeout))
+
+    def stats(
+        self,
+        stream: str,
+        *,
+        quantiles: Iterable[SupportsFloat] = (),
+        method: QuantileMethod = "linear",
+        k: int = 0,
+        timeout: float | None = None,
+    ) -> Stats:
+        """Every statistic of the live values read at one instant: count, min, max, mean, stddev,
+        median, the exact ``quantiles`` (each q in [0, 1]) by numpy's ``method`` (linear, lower,
+        higher, nearest), and the ``k`` largest and smallest values (0: none).
+
+        Raises:
+            StreamNotFound: No such stream.
+            InvalidArgument: A q outside [0, 1] or NaN, more than 100 of them, k above the server's max.
+        """
+        request = _base.get_stats_request(stream, quantiles, method, k)
+        return _base.stats_from_pb(self._call(self._stub.GetStats, request, timeout).stats)
+
+    def watch(
+        self,
+        stream: str,
+        *,
+        quantiles: Iterable[SupportsFloat] = (),
+        method: QuantileMethod = "linear",
+        k: int = 0,
+        min_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> Watch:
+        """Follow a stream's statistics: an iterator of :class:`~streamstats.WatchUpdate`, the first
+        at once, then one whenever the stream changed, at most every ``min_interval`` seconds (at
+        least 0.01; changes in between are folded into the next update, which is always current).
+
+        A watch has no deadline unless ``timeout`` is given (it is meant to stay open): end it with
+        :meth:`Watch.close` (or ``with``), which makes the iterator stop. It ends by itself when the
+        server stops (the iterator stops) and raises :class:`~streamstats.StreamNotFound` when the
+        stream is deleted::
+
+            with client.watch("latency", quantiles=[0.99], min_interval=0.5) as updates:
+                for update in updates:
+                    print(update.stats.median, update.stats.quantiles[0.99])
+        """
+        request = _base.watch_request(stream, quantiles, method, k, min_interval)
+        self._check_open()
+        deadline = None if timeout is None else self._deadline(timeout)
+        with rpc_errors():
+            call = self._stub.Watch(request, timeout=deadline, metadata=self._metadata)
+        return Watch(call, iter(call))
+
+
+class Watch(Iterator[WatchUpdate]):
+    """The updates of :meth:`Client.watch`: iterate, and :meth:`close` (or leave ``with``) to end."""
+
+    def __init__(self, call: WatchCall, updates: Iterator[Any]) -> None:
+        self._call = call
+        self._updates = updates
+        self._closed = False
+
+    def __next__(self) -> WatchUpdate:
+        try:
+            with rpc_errors():
+                return _base.watch_update_from_pb(next(self._updates))
+        except Cancelled:
+            if self._closed:
+                raise StopIteration from None
+            raise
+
+    def close(self) -> None:
+        """End the watch (from any thread); the iterator then stops. Idempotent."""
+        self._closed = True
+        self._call.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class _RequestFeed(Iterator[streamstats_pb2.AddNumsRequest]):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["ClientConfig"]
+__all__ = ["ClientConfig", "TLSConfig"]
 
 # gRPC rejects a retry policy above 5 attempts (it silently clamps), so more retries than this
 # would be a promise the channel does not keep.
@@ -13,6 +13,31 @@ MAX_READ_RETRIES = 4
 
 # Below this a request naming a stream could not carry even one value.
 MIN_MESSAGE_BYTES = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TLSConfig:
+    """TLS for the channel: files are read when a client is created.
+
+    Attributes:
+        ca_file: PEM file of the CA(s) that signed the server's certificate; None trusts the
+            system's roots.
+        cert_file, key_file: This client's PEM certificate chain and private key, for a server that
+            requires mutual TLS (``--tls-client-ca``). Both or neither.
+        server_name: The name to check the server's certificate against, when it differs from the
+            host in the target (e.g. dialing an IP address).
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "TLSConfig: cert_file and key_file go together (mutual TLS): give both or neither"
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -29,6 +54,10 @@ class ClientConfig:
             retried, so a write is applied at most once per call.
         retry_initial_backoff, retry_max_backoff, retry_backoff_multiplier: The exponential
             backoff between read attempts, in seconds (gRPC adds random jitter).
+        token: A bearer token sent with every call (``authorization: Bearer <token>``), for a
+            server started with ``--auth-tokens``. Never shown in a repr or an error. Use TLS
+            unless the server is on this machine: over plaintext anyone on the path can read it.
+        tls: Connect with TLS (see :class:`TLSConfig`); None connects in plaintext.
     """
 
     timeout: float = 10.0
@@ -37,8 +66,16 @@ class ClientConfig:
     retry_initial_backoff: float = 0.1
     retry_max_backoff: float = 2.0
     retry_backoff_multiplier: float = 2.0
+    token: str | None = field(default=None, repr=False)
+    tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.token is not None and (
+            not isinstance(self.token, str) or not self.token or any(c.isspace() for c in self.token)
+        ):
+            raise ValueError("token must be a non-empty string without spaces")
+        if self.tls is not None and not isinstance(self.tls, TLSConfig):
+            raise TypeError(f"tls must be a streamstats.TLSConfig, got {type(self.tls).__name__}")
         _positive("timeout", self.timeout)
         _positive("retry_initial_backoff", self.retry_initial_backoff)
         _positive("retry_max_backoff", self.retry_max_backoff)

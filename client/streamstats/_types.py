@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-__all__ = ["AddResult", "Stream", "StreamConfig"]
+__all__ = ["AddResult", "Stats", "Stream", "StreamConfig", "WatchUpdate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +52,49 @@ class AddResult:
 
     count: int
     total_added: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A stream's statistics read at one instant (:meth:`streamstats.Client.stats`).
+
+    With no live values, ``count`` is 0, the statistics are ``None`` and the collections empty.
+
+    Attributes:
+        count: Live values.
+        total_added: Values ever accepted into the stream.
+        min, max: The smallest and largest live values.
+        mean: The mean of the live values.
+        stddev: Their population standard deviation (numpy's ``std`` with ddof=0).
+        median: The median (the mean of the middle two for an even count).
+        quantiles: Each requested q -> its exact quantile, in the order requested.
+        top: The k largest live values, largest first (k as requested; fewer if fewer are live).
+        bottom: The k smallest live values, smallest first.
+        time: The server time of the snapshot, timezone-aware UTC.
+    """
+
+    count: int
+    total_added: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    stddev: float | None
+    median: float | None
+    quantiles: dict[float, float]
+    top: list[float]
+    bottom: list[float]
+    time: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WatchUpdate:
+    """One update of :meth:`streamstats.Client.watch`.
+
+    Attributes:
+        stats: The stream's statistics now.
+        changes: Calls that added values since the previous update, all folded into this one (0 in
+            the first update, and when the update was sent because values left a time window).
+    """
+
+    stats: Stats
+    changes: int

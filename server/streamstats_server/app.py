@@ -194,9 +194,11 @@ class StreamStatsServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None) -> None:
-        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace`` seconds."""
+        """Report NOT_SERVING, end watches, refuse new calls, let calls in flight finish within
+        ``grace`` seconds."""
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
+            self.registry.end_watches()  # a Watch never finishes by itself: end them (OK) now
             await self._server.stop(grace)
             self._server = None
         await self.registry.close()

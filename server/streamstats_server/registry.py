@@ -13,6 +13,7 @@ import time
 from array import array
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sortedcontainers import SortedDict
 
@@ -21,6 +22,12 @@ from streamstats_server.storage import MemoryStorage, RecoveredStream, Storage, 
 from streamstats_server.stream import Stream, StreamView, WindowConfig
 
 log = logging.getLogger("streamstats.registry")
+
+_T = TypeVar("_T")
+
+# A watcher wakes this long after its stream's oldest value is due to leave a time window, so the
+# expiry has surely happened by the time it reads (the clock is in ns, asyncio's timers are not).
+_EXPIRY_SLACK_NS = 1_000_000
 
 # Batches above this many values are applied in a worker thread (under the stream's lock) so one huge
 # AddNums does not stall every other call on the event loop.
@@ -60,6 +67,7 @@ class Registry:
         self._last_ns = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpoint_again = False
+        self._closing: asyncio.Event | None = None  # set once: watches end (made lazily, on the loop)
 
     def now_ns(self) -> int:
         """The current time in ns since the epoch, never less than a previous answer."""
@@ -169,6 +177,7 @@ class Registry:
         stream.deleted = True
         if self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
+        stream.signal.wake()  # its watchers end with NOT_FOUND
 
     # --- operations ----------------------------------------------------------------------------------
 
@@ -251,6 +260,7 @@ class Registry:
                 result = stream.add(values, now)
             stream.last_lsn = lsn
             self.values_added_total += len(values)
+            stream.signal.changed()
         self.schedule_checkpoint()
         return result
 
@@ -265,6 +275,69 @@ class Registry:
     async def bottom_k(self, name: str, k: int) -> tuple[list[float], int]:
         async with self._locked(name) as stream:
             return stream.bottom_k(k, self.now_ns())
+
+    async def read(self, name: str, reader: Callable[[Stream, int], _T]) -> _T:
+        """``reader(stream, now_ns)`` under the stream's lock: one consistent snapshot."""
+        async with self._locked(name) as stream:
+            return reader(stream, self.now_ns())
+
+    async def watch(
+        self, name: str, reader: Callable[[Stream, int], _T], min_interval_s: float
+    ) -> AsyncIterator[tuple[_T, int]]:
+        """``reader``'s snapshot now, then again whenever the stream changed (values added, or values
+        left its time window), at most once per ``min_interval_s``: (snapshot, adds folded into it).
+
+        Nothing is queued: a consumer that is slow to take a snapshot only delays the next one,
+        which is read when it is due, so it shows the latest state. Ends (returns) when the registry
+        closes; StreamNotFound once the stream is deleted.
+        """
+        closing = self._closing_event()
+        async with self._locked(name) as stream:
+            snapshot, seen = reader(stream, self.now_ns()), stream.signal.version
+            live = len(stream.window)
+        yield snapshot, 0
+        loop = asyncio.get_running_loop()
+        while not closing.is_set():
+            sent_at = loop.time()
+            await stream.signal.wait(seen, self._until_expiry(stream))
+            if closing.is_set():
+                return
+            if stream.deleted:
+                raise StreamNotFound(name)
+            wait = sent_at + min_interval_s - loop.time()
+            if wait > 0:  # coalesce whatever else happens meanwhile into one update
+                try:
+                    await asyncio.wait_for(closing.wait(), wait)
+                    return
+                except TimeoutError:
+                    pass
+            async with stream.lock:
+                if stream.deleted:
+                    raise StreamNotFound(name)
+                snapshot = reader(stream, self.now_ns())
+                changes, seen = stream.signal.version - seen, stream.signal.version
+                was, live = live, len(stream.window)
+                self._settle(stream)
+            if changes or live != was:  # a timer can fire a hair before anything expired
+                yield snapshot, changes
+
+    def _until_expiry(self, stream: Stream) -> float | None:
+        """Seconds until the stream's oldest live value leaves its time window; None if never."""
+        due = stream.window.next_expiry_ns()
+        if due is None:
+            return None
+        return max(0.0, (due + _EXPIRY_SLACK_NS - self.now_ns()) / 1e9)
+
+    def _closing_event(self) -> asyncio.Event:
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        return self._closing
+
+    def end_watches(self) -> None:
+        """End every watch (they return normally): the server is stopping."""
+        self._closing_event().set()
+        for stream in self._streams.values():
+            stream.signal.wake()
 
     # --- checkpoints ---------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import binascii
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -34,8 +34,15 @@ from streamstats_server.errors import (
 from streamstats_server.handlers import MalformedRequest
 from streamstats_server.registry import Registry
 from streamstats_server.storage import StorageError
-from streamstats_server.stream import StreamView, WindowConfig
-from streamstats_server.validation import check_k, check_name, check_page_size, check_values
+from streamstats_server.stream import Stream, StreamStats, StreamView, WindowConfig
+from streamstats_server.validation import (
+    check_k,
+    check_name,
+    check_optional_k,
+    check_page_size,
+    check_quantiles,
+    check_values,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamStats"].full_name
 DEFAULT_PAGE_SIZE = 100
@@ -56,6 +63,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _R = TypeVar("_R")
 _Handler = Callable[["StreamStatsServicer", Any, Context, Caller], Awaitable[_R]]
 _Method = Callable[["StreamStatsServicer", Any, Context], Awaitable[_R]]
+_StreamHandler = Callable[["StreamStatsServicer", Any, Context, Caller], AsyncIterator[_R]]
+_StreamMethod = Callable[["StreamStatsServicer", Any, Context], AsyncIterator[_R]]
 
 
 def _status_code(exc: DomainError) -> grpc.StatusCode:
@@ -100,14 +109,87 @@ def _rpc(scope: Scope) -> Callable[[_Handler[_R]], _Method[_R]]:
                     except StorageError as exc:
                         raise ServiceUnavailable(f"{exc}; the change was not applied") from exc
             except DomainError as exc:
-                code = _status_code(exc)
-                status = _rich_status(code, exc)
-                await context.abort(code, exc.message, status.trailing_metadata)
-                raise AssertionError("context.abort returned") from exc  # abort always raises
+                await _abort(context, exc)
 
         return wrapper
 
     return decorate
+
+
+def _rpc_stream(scope: Scope) -> Callable[[_StreamHandler[_R]], _StreamMethod[_R]]:
+    """``_rpc`` for a server-streaming method (an async generator): the same checks and the same
+    error translation, for errors raised before or between the messages it yields."""
+
+    def decorate(handler: _StreamHandler[_R]) -> _StreamMethod[_R]:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> AsyncIterator[_R]:
+            try:
+                caller = self.authenticate(context)
+                caller.require(scope, method)
+                if isinstance(request, MalformedRequest):
+                    raise request.error()
+                with self._admitted():
+                    async for message in handler(self, request, context, caller):
+                        yield message
+            except DomainError as exc:
+                await _abort(context, exc)
+
+        return wrapper
+
+    return decorate
+
+
+async def _abort(context: Context, exc: DomainError) -> NoReturn:
+    code = _status_code(exc)
+    status = _rich_status(code, exc)
+    await context.abort(code, exc.message, status.trailing_metadata)
+    raise AssertionError("context.abort returned") from exc  # abort always raises
+
+
+_QUANTILE_METHODS = {
+    pb.QUANTILE_METHOD_UNSPECIFIED: "linear",
+    pb.QUANTILE_METHOD_LINEAR: "linear",
+    pb.QUANTILE_METHOD_LOWER: "lower",
+    pb.QUANTILE_METHOD_HIGHER: "higher",
+    pb.QUANTILE_METHOD_NEAREST: "nearest",
+}
+DEFAULT_WATCH_INTERVAL_S = 1.0
+MIN_WATCH_INTERVAL_S = 0.01
+
+
+def _min_interval(field: str, duration: duration_pb2.Duration) -> float:
+    if duration.seconds < 0 or duration.nanos < 0:
+        raise InvalidArgument(field, f"{duration.seconds}s {duration.nanos}ns", "must not be negative")
+    if duration.nanos >= 1_000_000_000:
+        raise InvalidArgument(f"{field}.nanos", duration.nanos, "must be below 1e9")
+    seconds = duration.seconds + duration.nanos / 1e9
+    if seconds == 0:
+        return DEFAULT_WATCH_INTERVAL_S
+    if seconds < MIN_WATCH_INTERVAL_S:
+        raise InvalidArgument(
+            field, f"{seconds:g}s", f"must be at least {MIN_WATCH_INTERVAL_S:g}s (or unset)"
+        )
+    return seconds
+
+
+def _stats_pb(stats: StreamStats, now_ns: int) -> pb.Stats:
+    # None leaves an optional field unset: what an empty stream answers.
+    message = pb.Stats(
+        count=stats.count,
+        total_added=stats.total_added,
+        min=stats.min,
+        max=stats.max,
+        mean=stats.mean,
+        stddev=stats.stddev,
+        median=stats.median,
+        quantiles=[pb.Quantile(q=q, value=v) for q, v in stats.quantiles],
+        top=stats.top,
+        bottom=stats.bottom,
+    )
+    message.time.FromNanoseconds(now_ns)
+    return message
 
 
 def _window_config(field: str, config: pb.StreamConfig) -> WindowConfig:
@@ -272,6 +354,39 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         name = self._stream_name(caller, "stream", request.stream)
         values, count = await self._registry.bottom_k(name, check_k(request.k, self._max_k))
         return pb.BottomKResponse(values=values, count=count)
+
+    @_rpc(Scope.READ)
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: Context, caller: Caller
+    ) -> pb.GetStatsResponse:
+        name = self._stream_name(caller, "stream", request.stream)
+        reader = self._stats_reader("query", request.query)
+        return pb.GetStatsResponse(stats=await self._registry.read(name, reader))
+
+    @_rpc_stream(Scope.READ)
+    async def Watch(
+        self, request: pb.WatchRequest, context: Context, caller: Caller
+    ) -> AsyncIterator[pb.WatchUpdate]:
+        name = self._stream_name(caller, "stream", request.stream)
+        reader = self._stats_reader("query", request.query)
+        interval = _min_interval("min_interval", request.min_interval)
+        async for stats, changes in self._registry.watch(name, reader, interval):
+            yield pb.WatchUpdate(stats=stats, changes=changes)
+
+    def _stats_reader(self, field: str, query: pb.StatsQuery) -> Callable[[Stream, int], pb.Stats]:
+        """Validate a StatsQuery; returns what reads it from a locked stream as a Stats message."""
+        quantiles = check_quantiles(f"{field}.quantiles", query.quantiles)
+        method = _QUANTILE_METHODS.get(query.quantile_method)
+        if method is None:
+            raise InvalidArgument(
+                f"{field}.quantile_method", query.quantile_method, "is not a QuantileMethod"
+            )
+        k = check_optional_k(f"{field}.k", query.k, self._max_k)
+
+        def read(stream: Stream, now_ns: int) -> pb.Stats:
+            return _stats_pb(stream.stats(now_ns, quantiles, method, k), now_ns)
+
+        return read
 
     @staticmethod
     def _stream_name(caller: Caller, field: str, name: str) -> str:

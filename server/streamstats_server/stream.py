@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamstats_server.structures import SlidingWindow
+from streamstats_server.structures.window import quantile_by_rank
+from streamstats_server.watch import ChangeSignal
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,23 @@ class StreamView:
     create_time_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Every statistic GetStats and Watch report, read at one instant. With no live values
+    min/max/mean/stddev/median are None and the lists are empty."""
+
+    count: int
+    total_added: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    stddev: float | None
+    median: float | None
+    quantiles: list[tuple[float, float]]
+    top: list[float]
+    bottom: list[float]
+
+
 class Stream:
     """A named stream. Every query method takes the current time so expiry is applied first.
 
@@ -50,6 +69,7 @@ class Stream:
         "last_lsn",
         "lock",
         "name",
+        "signal",
         "total_added",
         "window",
     )
@@ -75,6 +95,7 @@ class Stream:
         self.lock = asyncio.Lock()
         self.deleted = False
         self.accounted = 0  # live values counted in the registry's values_held (it keeps this in step)
+        self.signal = ChangeSignal()  # wakes this stream's watchers
 
     def add(self, values: Sequence[float], now_ns: int) -> tuple[int, int]:
         """Append values (already validated) in order; return (live count, total added). O(b log n)."""
@@ -101,3 +122,26 @@ class Stream:
         """(the k smallest live values, smallest first; live count). O(k + log n) plus amortised expiry."""
         self.window.expire(now_ns)
         return self.window.bottom_k(k), len(self.window)
+
+    def stats(self, now_ns: int, quantiles: Sequence[float], method: str, k: int) -> StreamStats:
+        """Every statistic at once (quantiles by numpy's ``method``, top/bottom ``k``; k=0: none).
+
+        O(q log n + k) plus amortised expiry: each quantile is a rank lookup, the moments are O(1).
+        """
+        window = self.window
+        window.expire(now_ns)
+        count = len(window)
+        if not count:
+            return StreamStats(0, self.total_added, None, None, None, None, None, [], [], [])
+        return StreamStats(
+            count=count,
+            total_added=self.total_added,
+            min=window.min(),
+            max=window.max(),
+            mean=window.mean(),
+            stddev=window.stddev(),
+            median=window.median(),
+            quantiles=[(q, quantile_by_rank(window.select, count, q, method)) for q in quantiles],
+            top=window.top_k(k) if k else [],
+            bottom=window.bottom_k(k) if k else [],
+        )

@@ -51,3 +51,23 @@ def check_page_size(page_size: int, default: int, maximum: int) -> int:
     if page_size == 0:
         return default
     return min(page_size, maximum)
+
+
+MAX_QUANTILES = 100
+
+
+def check_quantiles(field: str, quantiles: Sequence[float]) -> list[float]:
+    """At most MAX_QUANTILES values of q, each in [0, 1] (NaN is not)."""
+    if len(quantiles) > MAX_QUANTILES:
+        raise InvalidArgument(field, f"{len(quantiles)} quantiles", f"at most {MAX_QUANTILES} per call")
+    for index, q in enumerate(quantiles):
+        if not 0.0 <= q <= 1.0:
+            raise InvalidArgument(f"{field}[{index}]", q, "must be between 0 and 1")
+    return list(quantiles)
+
+
+def check_optional_k(field: str, k: int, max_k: int) -> int:
+    """0 (none) up to the server's max k."""
+    if k > max_k:
+        raise InvalidArgument(field, k, f"must be between 0 and {max_k} (the server's --max-k)")
+    return k

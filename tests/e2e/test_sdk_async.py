@@ -262,6 +262,7 @@ async def test_reads_are_retried_writes_are_not(server_factory: ServerFactory) -
         assert await client.median("s") == 2.0
         assert await client.top_k("s", 1) == [3.0]
         assert await client.bottom_k("s", 1) == [1.0]
+        assert (await client.stats("s")).count == 3
         assert await names(client.list_streams()) == ["s"]
         attempts = 1 + want.RETRIED_FAILURES
         assert {rpc: faults.calls[rpc] for rpc in want.RETRY_TEST_READS} == dict.fromkeys(

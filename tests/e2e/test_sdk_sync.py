@@ -241,6 +241,7 @@ def test_reads_are_retried_writes_are_not(server_factory: ServerFactory) -> None
         assert client.median("s") == 2.0
         assert client.top_k("s", 1) == [3.0]
         assert client.bottom_k("s", 1) == [1.0]
+        assert (client.stats("s")).count == 3
         assert [s.name for s in client.list_streams()] == ["s"]
         attempts = 1 + want.RETRIED_FAILURES
         assert {rpc: faults.calls[rpc] for rpc in want.RETRY_TEST_READS} == dict.fromkeys(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from streamstats_server.structures import MedianHeaps, SlidingWindow, SortedFloats
+from streamstats_server.structures.window import QUANTILE_METHODS
 
 MAX = 1.7976931348623157e308
 MIN_SUBNORMAL = 5e-324
@@ -51,6 +53,42 @@ def reference_median(ordered: list[float]) -> float | None:
     if n % 2:
         return ordered[n // 2]
     return float((Fraction(ordered[n // 2 - 1]) + Fraction(ordered[n // 2])) / 2)
+
+
+def exact_mean(values: list[float]) -> float:
+    """The mean, correctly rounded (Fraction arithmetic is exact)."""
+    return float(sum(map(Fraction, values)) / len(values))
+
+
+def exact_stddev(values: list[float]) -> float:
+    """sqrt of the exact population variance, rounded twice at most (see assert_close_ulps)."""
+    n = len(values)
+    mean = sum(map(Fraction, values)) / n
+    variance: Fraction = sum(((Fraction(v) - mean) ** 2 for v in values), Fraction(0)) / n
+    try:
+        return math.sqrt(float(variance))
+    except OverflowError:
+        # sqrt(a / b) = sqrt(a * b) / b, with both scaled so the integer square root loses nothing.
+        a, b = variance.numerator, variance.denominator
+        return math.isqrt((a * b) << 400) / (b << 200)
+
+
+def assert_close_ulps(got: float | None, expected: float, ulps: int = 2) -> None:
+    assert got is not None
+    assert abs(got - expected) <= ulps * math.ulp(expected), (got, expected)
+
+
+def assert_quantile(got: float | None, ordered: list[float], q: float, method: str) -> None:
+    """Against numpy.quantile; where numpy's interpolation overflows (inf/nan between values near
+    ±1.8e308), ours must lie between the two neighbours."""
+    with np.errstate(all="ignore"):  # numpy's overflow near ±1.8e308 is the case handled below
+        expected = float(np.quantile(np.array(ordered), q, method=method))  # type: ignore[call-overload]
+    assert got is not None
+    if math.isfinite(expected):
+        assert got == expected or abs(got - expected) <= 2 * math.ulp(expected), (got, expected, q, method)
+    else:
+        h = (len(ordered) - 1) * q
+        assert ordered[math.floor(h)] <= got <= ordered[math.ceil(h)]
 
 
 def same_floats(got: list[float], expected: list[float]) -> bool:
@@ -126,6 +164,17 @@ class SortedFloatsMachine(RuleBasedStateMachine):
     def pop_largest(self, k: int) -> None:
         assert same_floats(self.sf.pop_largest(k), self.model[::-1][:k])
         del self.model[len(self.model) - min(k, len(self.model)) :]
+
+    @rule(data=st.data())
+    def select(self, data: st.DataObject) -> None:
+        if not self.model:
+            with pytest.raises(IndexError):
+                self.sf.select(0)
+            return
+        for rank in data.draw(st.lists(st.integers(0, len(self.model) - 1), min_size=1, max_size=5)):
+            assert same_floats([self.sf.select(rank)], [self.model[rank]])
+        with pytest.raises(IndexError):
+            self.sf.select(len(self.model))
 
     @rule(k=ks)
     def smallest_largest(self, k: int) -> None:
@@ -312,6 +361,20 @@ class SlidingWindowMachine(RuleBasedStateMachine):
         assert self.w.median() == reference_median(ordered)
         assert same_floats(self.w.top_k(k), ordered[::-1][:k])
         assert same_floats(self.w.bottom_k(k), ordered[:k])
+
+    @rule(qs=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4), method=st.sampled_from(QUANTILE_METHODS))
+    def statistics(self, qs: list[float], method: str) -> None:
+        live = [v for v, _ in self.model]
+        if not live:
+            assert (self.w.mean(), self.w.stddev(), self.w.min(), self.w.max()) == (None,) * 4
+            assert self.w.quantile(0.5, method) is None
+            return
+        assert (self.w.min(), self.w.max()) == (min(live), max(live))
+        assert self.w.mean() == exact_mean(live)
+        assert_close_ulps(self.w.stddev(), exact_stddev(live))
+        ordered = sorted(live)
+        for q in qs:
+            assert_quantile(self.w.quantile(q, method), ordered, q, method)
 
     @invariant()
     def agrees_with_model(self) -> None:

@@ -33,6 +33,7 @@ def test_all_is_pinned() -> None:
         "AddResult",
         "AlreadyExists",
         "AsyncClient",
+        "AsyncWatch",
         "Cancelled",
         "Client",
         "ClientClosed",
@@ -42,12 +43,16 @@ def test_all_is_pinned() -> None:
         "PermissionDenied",
         "ResourceExhausted",
         "ServerError",
+        "Stats",
         "Stream",
         "StreamConfig",
         "StreamNotFound",
         "StreamStatsError",
+        "TLSConfig",
         "Unauthenticated",
         "Unavailable",
+        "Watch",
+        "WatchUpdate",
     ]
     namespace: dict[str, Any] = {}
     exec("from streamstats import *", namespace)
@@ -168,7 +173,8 @@ def test_every_rpc_has_an_sdk_method_on_both_clients_and_a_server_handler() -> N
 
 
 def test_read_rpcs_are_the_ones_that_change_nothing() -> None:
-    reads = {"GetStream", "ListStreams", "FindMedian", "TopK", "BottomK"}
+    # Watch changes nothing either, but a retry policy cannot resume a stream that already sent updates.
+    reads = {"GetStream", "ListStreams", "FindMedian", "TopK", "BottomK", "GetStats"}
     assert reads == _base.READ_RPCS
     assert reads <= set(RPC_NAMES)
 
@@ -192,7 +198,8 @@ def test_sync_and_async_clients_have_the_same_methods_and_parameters() -> None:
             (p.name, p.kind, p.default) for p in async_params
         ], name
         is_coroutine = inspect.iscoroutinefunction(getattr(streamstats.AsyncClient, name))
-        assert is_coroutine == (name not in {"__init__", "list_streams"}), name
+        # Iterators are returned at once (their items are awaited): list_streams and watch.
+        assert is_coroutine == (name not in {"__init__", "list_streams", "watch"}), name
 
 
 def test_every_call_takes_a_keyword_only_timeout() -> None:

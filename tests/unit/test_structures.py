@@ -10,6 +10,8 @@ from fractions import Fraction
 import pytest
 
 from streamstats_server.structures import MedianHeaps, SlidingWindow, SortedFloats, WindowState
+from streamstats_server.structures.exact_moments import ExactMoments
+from streamstats_server.structures.window import quantile_by_rank
 
 MAX = 1.7976931348623157e308
 MIN_SUBNORMAL = 5e-324
@@ -393,3 +395,64 @@ def test_window_memory_is_raw_doubles() -> None:
     # One run of arrival times for the whole batch.
     assert list(w._run_counts) == [100_000]
     assert all(c.typecode == "d" for c in w._values._chunks)
+
+
+def test_next_expiry_is_when_the_oldest_value_leaves() -> None:
+    assert SlidingWindow(max_count=3).next_expiry_ns() is None
+    window = SlidingWindow(max_age_ns=100)
+    assert window.next_expiry_ns() is None
+    window.add_many([1.0], 1_000)
+    window.add_many([2.0], 1_050)
+    assert window.next_expiry_ns() == 1_100
+    assert window.expire(1_099) == 0
+    assert window.expire(1_100) == 1
+    assert window.next_expiry_ns() == 1_150
+    window.expire(1_150)
+    assert window.next_expiry_ns() is None
+
+
+@pytest.mark.parametrize("method", ["linear", "lower", "higher", "nearest"])
+def test_quantiles_match_numpy_at_every_tie(method: str) -> None:
+    import numpy as np
+
+    for n in (1, 2, 3, 4, 5, 10, 11):
+        values = sorted(float(v * v) for v in range(n))
+        for q in [i / 40 for i in range(41)] + [1 / 3, 2 / 3, 0.999]:
+            expected = float(np.quantile(np.array(values), q, method=method))  # type: ignore[call-overload]
+            assert quantile_by_rank(values.__getitem__, n, q, method) == expected, (n, q)
+
+
+def test_quantile_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="q must be in"):
+        quantile_by_rank([1.0].__getitem__, 1, 1.5, "linear")
+    with pytest.raises(ValueError, match="q must be in"):
+        quantile_by_rank([1.0].__getitem__, 1, math.nan, "linear")
+    with pytest.raises(ValueError, match="unknown quantile method"):
+        quantile_by_rank([1.0, 2.0].__getitem__, 2, 0.5, "midpoint")
+    with pytest.raises(ValueError, match="no values"):
+        quantile_by_rank([].__getitem__, 0, 0.5, "linear")
+    assert SlidingWindow().quantile(0.5) is None
+
+
+def test_linear_interpolation_between_the_extremes_stays_finite() -> None:
+    big = 1.7976931348623157e308
+    assert quantile_by_rank([-big, big].__getitem__, 2, 0.5, "linear") == 0.0
+    assert quantile_by_rank([-big, big].__getitem__, 2, 0.25, "linear") == pytest.approx(-big / 2, rel=1e-15)
+
+
+def test_exact_moments_survive_extremes_and_turnover() -> None:
+    big, tiny = 1.7976931348623157e308, 5e-324
+    moments = ExactMoments()
+    moments.add([big, big, -big, tiny, 0.0])
+    assert moments.mean() == pytest.approx(big / 5)
+    moments.remove([big, -big])
+    assert moments.mean() == (big + tiny) / 3
+    assert moments.stddev() == pytest.approx(math.sqrt(2) / 3 * big)
+    moments.remove([big, tiny, 0.0])
+    assert (moments.count, moments.mean(), moments.stddev()) == (0, None, None)
+    for _ in range(100):  # a window of one value turning over: nothing drifts
+        moments.add([1e6 + 0.1])
+        moments.remove([1e6 + 0.1])
+    moments.add([3.0, 3.0])
+    assert (moments.mean(), moments.stddev()) == (3.0, 0.0)
+    moments._check([3.0, 3.0])

@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -25,6 +26,45 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _QuantileMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QuantileMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuantileMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUANTILE_METHOD_UNSPECIFIED: _QuantileMethod.ValueType  # 0
+    """LINEAR."""
+    QUANTILE_METHOD_LINEAR: _QuantileMethod.ValueType  # 1
+    """x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)]): numpy's
+    default, R's type 7.
+    """
+    QUANTILE_METHOD_LOWER: _QuantileMethod.ValueType  # 2
+    """x[floor(h)]."""
+    QUANTILE_METHOD_HIGHER: _QuantileMethod.ValueType  # 3
+    """x[ceil(h)]."""
+    QUANTILE_METHOD_NEAREST: _QuantileMethod.ValueType  # 4
+    """x[round(h)], a tie rounding to the even index (as numpy does)."""
+
+class QuantileMethod(_QuantileMethod, metaclass=_QuantileMethodEnumTypeWrapper):
+    """How a quantile between two ranks is chosen; the names and definitions are
+    numpy.quantile's. For n sorted live values x[0..n-1] and q in [0, 1], let
+    h = (n - 1) * q.
+    """
+
+QUANTILE_METHOD_UNSPECIFIED: QuantileMethod.ValueType  # 0
+"""LINEAR."""
+QUANTILE_METHOD_LINEAR: QuantileMethod.ValueType  # 1
+"""x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)]): numpy's
+default, R's type 7.
+"""
+QUANTILE_METHOD_LOWER: QuantileMethod.ValueType  # 2
+"""x[floor(h)]."""
+QUANTILE_METHOD_HIGHER: QuantileMethod.ValueType  # 3
+"""x[ceil(h)]."""
+QUANTILE_METHOD_NEAREST: QuantileMethod.ValueType  # 4
+"""x[round(h)], a tie rounding to the even index (as numpy does)."""
+Global___QuantileMethod: _TypeAlias = QuantileMethod  # noqa: Y015
 
 @_typing.final
 class StreamConfig(_message.Message):
@@ -546,3 +586,277 @@ class BottomKResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BottomKResponse: _TypeAlias = BottomKResponse  # noqa: Y015
+
+@_typing.final
+class StatsQuery(_message.Message):
+    """What a GetStats or Watch computes beyond the always-present statistics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUANTILES_FIELD_NUMBER: _builtins.int
+    QUANTILE_METHOD_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    quantile_method: Global___QuantileMethod.ValueType
+    """The quantile definition; unset means LINEAR."""
+    k: _builtins.int
+    """Also return the k largest and k smallest live values; 0 means none, at
+    most the server's --max-k.
+    """
+    @_builtins.property
+    def quantiles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Quantiles to compute, each q in [0, 1] (NaN or outside is
+        INVALID_ARGUMENT), at most 100 of them. q = 0 is the min, q = 1 the max.
+        """
+
+    def __init__(
+        self,
+        *,
+        quantiles: _abc.Iterable[_builtins.float] | None = ...,
+        quantile_method: Global___QuantileMethod.ValueType = ...,
+        k: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "quantile_method", b"quantile_method", "quantiles", b"quantiles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsQuery: _TypeAlias = StatsQuery  # noqa: Y015
+
+@_typing.final
+class GetStatsRequest(_message.Message):
+    """Request of GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    """The stream to read; NOT_FOUND if absent."""
+    @_builtins.property
+    def query(self) -> Global___StatsQuery:
+        """The quantiles and k to compute."""
+
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+        query: Global___StatsQuery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class Quantile(_message.Message):
+    """One quantile of the live values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    Q_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    q: _builtins.float
+    """The requested q."""
+    value: _builtins.float
+    """The exact quantile by the requested method."""
+    def __init__(
+        self,
+        *,
+        q: _builtins.float = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["q", b"q", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quantile: _TypeAlias = Quantile  # noqa: Y015
+
+@_typing.final
+class Stats(_message.Message):
+    """A stream's statistics at one instant. With no live values only count,
+    total_added and time are set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_ADDED_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STDDEV_FIELD_NUMBER: _builtins.int
+    MEDIAN_FIELD_NUMBER: _builtins.int
+    QUANTILES_FIELD_NUMBER: _builtins.int
+    TOP_FIELD_NUMBER: _builtins.int
+    BOTTOM_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Live values."""
+    total_added: _builtins.int
+    """Values ever accepted into the stream."""
+    min: _builtins.float
+    """The smallest live value."""
+    max: _builtins.float
+    """The largest live value."""
+    mean: _builtins.float
+    """The mean of the live values."""
+    stddev: _builtins.float
+    """The population standard deviation of the live values (numpy.std with
+    ddof=0).
+    """
+    median: _builtins.float
+    """The median (the mean of the two middle values for an even count)."""
+    @_builtins.property
+    def quantiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quantile]:
+        """The requested quantiles, in the order requested."""
+
+    @_builtins.property
+    def top(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The k largest live values, largest first (fewer when fewer are live)."""
+
+    @_builtins.property
+    def bottom(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The k smallest live values, smallest first."""
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The server time the statistics were read at."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        total_added: _builtins.int = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+        mean: _builtins.float | None = ...,
+        stddev: _builtins.float | None = ...,
+        median: _builtins.float | None = ...,
+        quantiles: _abc.Iterable[Global___Quantile] | None = ...,
+        top: _abc.Iterable[_builtins.float] | None = ...,
+        bottom: _abc.Iterable[_builtins.float] | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_mean", b"_mean", "_median", b"_median", "_min", b"_min", "_stddev", b"_stddev", "max", b"max", "mean", b"mean", "median", b"median", "min", b"min", "stddev", b"stddev", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_mean", b"_mean", "_median", b"_median", "_min", b"_min", "_stddev", b"_stddev", "bottom", b"bottom", "count", b"count", "max", b"max", "mean", b"mean", "median", b"median", "min", b"min", "quantiles", b"quantiles", "stddev", b"stddev", "time", b"time", "top", b"top", "total_added", b"total_added"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__mean: _TypeAlias = _typing.Literal["mean"]  # noqa: Y015
+    _WhichOneofArgType__mean: _TypeAlias = _typing.Literal["_mean", b"_mean"]  # noqa: Y015
+    _WhichOneofReturnType__median: _TypeAlias = _typing.Literal["median"]  # noqa: Y015
+    _WhichOneofArgType__median: _TypeAlias = _typing.Literal["_median", b"_median"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    _WhichOneofReturnType__stddev: _TypeAlias = _typing.Literal["stddev"]  # noqa: Y015
+    _WhichOneofArgType__stddev: _TypeAlias = _typing.Literal["_stddev", b"_stddev"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mean) -> _WhichOneofReturnType__mean | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__median) -> _WhichOneofReturnType__median | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stddev) -> _WhichOneofReturnType__stddev | None: ...
+
+Global___Stats: _TypeAlias = Stats  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """Response of GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___Stats:
+        """The statistics."""
+
+    def __init__(
+        self,
+        *,
+        stats: Global___Stats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    """Request of Watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    """The stream to watch; NOT_FOUND if absent."""
+    @_builtins.property
+    def query(self) -> Global___StatsQuery:
+        """The quantiles and k each update computes."""
+
+    @_builtins.property
+    def min_interval(self) -> _duration_pb2.Duration:
+        """The least time between two updates: unset or zero means 1 second;
+        below 10 ms (or negative) is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+        query: Global___StatsQuery | None = ...,
+        min_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_interval", b"min_interval", "query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_interval", b"min_interval", "query", b"query", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchUpdate(_message.Message):
+    """One update of Watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    changes: _builtins.int
+    """Calls that added values to the stream since the previous update, all
+    folded into this one; 0 in the first update, and in an update sent
+    because values left a time window.
+    """
+    @_builtins.property
+    def stats(self) -> Global___Stats:
+        """The statistics now."""
+
+    def __init__(
+        self,
+        *,
+        stats: Global___Stats | None = ...,
+        changes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchUpdate: _TypeAlias = WatchUpdate  # noqa: Y015

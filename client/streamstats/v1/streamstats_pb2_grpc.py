@@ -93,6 +93,16 @@ class StreamStatsStub:
                 request_serializer=streamstats_dot_v1_dot_streamstats__pb2.BottomKRequest.SerializeToString,
                 response_deserializer=streamstats_dot_v1_dot_streamstats__pb2.BottomKResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/streamstats.v1.StreamStats/GetStats',
+                request_serializer=streamstats_dot_v1_dot_streamstats__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=streamstats_dot_v1_dot_streamstats__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/streamstats.v1.StreamStats/Watch',
+                request_serializer=streamstats_dot_v1_dot_streamstats__pb2.WatchRequest.SerializeToString,
+                response_deserializer=streamstats_dot_v1_dot_streamstats__pb2.WatchUpdate.FromString,
+                _registered_method=True)
 
 
 class StreamStatsServicer:
@@ -185,6 +195,26 @@ class StreamStatsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Several statistics of one stream read at one instant: count, min, max,
+        mean, standard deviation, median, exact quantiles, top-k and bottom-k.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Pushes a stream's statistics: one update at once, then one whenever the
+        stream changed (values added, or values left its time window), at most
+        once per min_interval; changes in between are coalesced into the next
+        update, which always shows the latest state. A slow reader delays only
+        its own updates. Deleting the stream ends the call with NOT_FOUND; a
+        server shutdown ends it with OK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamStatsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +267,16 @@ def add_StreamStatsServicer_to_server(servicer, server):
                     servicer.BottomK,
                     request_deserializer=streamstats_dot_v1_dot_streamstats__pb2.BottomKRequest.FromString,
                     response_serializer=streamstats_dot_v1_dot_streamstats__pb2.BottomKResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=streamstats_dot_v1_dot_streamstats__pb2.GetStatsRequest.FromString,
+                    response_serializer=streamstats_dot_v1_dot_streamstats__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=streamstats_dot_v1_dot_streamstats__pb2.WatchRequest.FromString,
+                    response_serializer=streamstats_dot_v1_dot_streamstats__pb2.WatchUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -518,6 +558,60 @@ class StreamStats:
             '/streamstats.v1.StreamStats/BottomK',
             streamstats_dot_v1_dot_streamstats__pb2.BottomKRequest.SerializeToString,
             streamstats_dot_v1_dot_streamstats__pb2.BottomKResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamstats.v1.StreamStats/GetStats',
+            streamstats_dot_v1_dot_streamstats__pb2.GetStatsRequest.SerializeToString,
+            streamstats_dot_v1_dot_streamstats__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/streamstats.v1.StreamStats/Watch',
+            streamstats_dot_v1_dot_streamstats__pb2.WatchRequest.SerializeToString,
+            streamstats_dot_v1_dot_streamstats__pb2.WatchUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,18 @@ class StreamStatsStub:
     """The k largest live values, largest first, duplicates kept."""
     BottomK: _grpc.UnaryUnaryMultiCallable[_streamstats_pb2.BottomKRequest, _streamstats_pb2.BottomKResponse]
     """The k smallest live values, smallest first, duplicates kept."""
+    GetStats: _grpc.UnaryUnaryMultiCallable[_streamstats_pb2.GetStatsRequest, _streamstats_pb2.GetStatsResponse]
+    """Several statistics of one stream read at one instant: count, min, max,
+    mean, standard deviation, median, exact quantiles, top-k and bottom-k.
+    """
+    Watch: _grpc.UnaryStreamMultiCallable[_streamstats_pb2.WatchRequest, _streamstats_pb2.WatchUpdate]
+    """Pushes a stream's statistics: one update at once, then one whenever the
+    stream changed (values added, or values left its time window), at most
+    once per min_interval; changes in between are coalesced into the next
+    update, which always shows the latest state. A slow reader delays only
+    its own updates. Deleting the stream ends the call with NOT_FOUND; a
+    server shutdown ends it with OK.
+    """
 
 @_typing.type_check_only
 class StreamStatsAsyncStub(StreamStatsStub):
@@ -131,6 +143,18 @@ class StreamStatsAsyncStub(StreamStatsStub):
     """The k largest live values, largest first, duplicates kept."""
     BottomK: _aio.UnaryUnaryMultiCallable[_streamstats_pb2.BottomKRequest, _streamstats_pb2.BottomKResponse]  # type: ignore[assignment]
     """The k smallest live values, smallest first, duplicates kept."""
+    GetStats: _aio.UnaryUnaryMultiCallable[_streamstats_pb2.GetStatsRequest, _streamstats_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """Several statistics of one stream read at one instant: count, min, max,
+    mean, standard deviation, median, exact quantiles, top-k and bottom-k.
+    """
+    Watch: _aio.UnaryStreamMultiCallable[_streamstats_pb2.WatchRequest, _streamstats_pb2.WatchUpdate]  # type: ignore[assignment]
+    """Pushes a stream's statistics: one update at once, then one whenever the
+    stream changed (values added, or values left its time window), at most
+    once per min_interval; changes in between are coalesced into the next
+    update, which always shows the latest state. A slow reader delays only
+    its own updates. Deleting the stream ends the call with NOT_FOUND; a
+    server shutdown ends it with OK.
+    """
 
 class StreamStatsServicer(metaclass=_abc_1.ABCMeta):
     """StreamStats keeps named streams of finite doubles and answers exact order
@@ -237,5 +261,29 @@ class StreamStatsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_streamstats_pb2.BottomKResponse, _abc.Awaitable[_streamstats_pb2.BottomKResponse]]:
         """The k smallest live values, smallest first, duplicates kept."""
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _streamstats_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_streamstats_pb2.GetStatsResponse, _abc.Awaitable[_streamstats_pb2.GetStatsResponse]]:
+        """Several statistics of one stream read at one instant: count, min, max,
+        mean, standard deviation, median, exact quantiles, top-k and bottom-k.
+        """
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _streamstats_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_streamstats_pb2.WatchUpdate], _abc.AsyncIterator[_streamstats_pb2.WatchUpdate]]:
+        """Pushes a stream's statistics: one update at once, then one whenever the
+        stream changed (values added, or values left its time window), at most
+        once per min_interval; changes in between are coalesced into the next
+        update, which always shows the latest state. A slow reader delays only
+        its own updates. Deleting the stream ends the call with NOT_FOUND; a
+        server shutdown ends it with OK.
+        """
 
 def add_StreamStatsServicer_to_server(servicer: StreamStatsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -145,6 +145,25 @@ class MedianHeaps:
             m = a / 2 + b / 2
         return m
 
+    def select(self, rank: int) -> float:
+        """The value at 0-based ``rank`` in ascending order: in the lower half for the first
+        ``len(lower)`` ranks, else in the upper one. See ``SortedFloats.select`` for the cost.
+        Raises IndexError outside 0..len-1."""
+        below = self._lower._len
+        if 0 <= rank < below:
+            return self._lower.select(rank)
+        if rank < 0:
+            raise IndexError(f"rank {rank} outside 0..{len(self) - 1}")
+        return self._upper.select(rank - below)
+
+    def min(self) -> float:
+        """The smallest value. O(1). Raises ValueError when empty."""
+        return self._lower.min()
+
+    def max(self) -> float:
+        """The largest value. O(1). Raises ValueError when empty."""
+        return self._upper.max() if self._upper._len else self._lower.max()
+
     def top_k(self, k: int) -> list[float]:
         """The ``min(k, len)`` largest values, largest first. O(k + log n).
         Raises ValueError if ``k`` is negative."""

@@ -5,15 +5,60 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Generic, TypeVar
 
+from streamstats_server.structures.exact_moments import ExactMoments
 from streamstats_server.structures.median_heaps import MedianHeaps
 from streamstats_server.structures.sorted_floats import DEFAULT_LOAD
 
-__all__ = ["DEFAULT_FIFO_CHUNK", "SlidingWindow", "WindowState"]
+__all__ = ["DEFAULT_FIFO_CHUNK", "QUANTILE_METHODS", "SlidingWindow", "WindowState", "quantile_by_rank"]
+
+#: numpy.quantile's names for the definitions we offer.
+QUANTILE_METHODS = ("linear", "lower", "higher", "nearest")
+
+# Single values added or evicted wait (as raw doubles: 8 bytes each) before being folded into the
+# exact sums in one C-speed batch: converting a value alone costs about twice as much. Bounded, so a
+# read folds at most this many and an idle stream holds at most 2 x 2 KB of them.
+_PENDING_MAX = 256
+
+
+def quantile_by_rank(select: Callable[[int], float], n: int, q: float, method: str) -> float:
+    """The q-quantile of n sorted values, ``select(i)`` giving the i-th smallest, exactly as
+    ``numpy.quantile(values, q, method=method)`` computes it (method linear, lower, higher or nearest).
+
+    The virtual index is ``h = (n - 1) * q`` in floating point, as numpy computes it; ``nearest``
+    rounds a tie to the even index (numpy's ``around``); ``linear`` is numpy's ``_lerp``, whose form
+    changes at t = 0.5 so that it is exact at both ends. Where ``b - a`` overflows (values near
+    ±1.8e308 of opposite signs), numpy answers inf or nan; we interpolate as ``a * (1 - t) + b * t``,
+    which stays finite. Raises ValueError for q outside [0, 1] (or NaN) or an unknown method.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q!r}")
+    if n < 1:
+        raise ValueError("the quantile of no values")
+    h = (n - 1) * q
+    below = math.floor(h)
+    if method == "lower":
+        return select(below)
+    if method == "higher":
+        return select(math.ceil(h))
+    if method == "nearest":
+        return select(round(h))  # round() breaks ties to even, as numpy.around does
+    if method != "linear":
+        raise ValueError(f"unknown quantile method {method!r}; use one of {', '.join(QUANTILE_METHODS)}")
+    a = select(below)
+    t = h - below
+    if not t:
+        return a
+    b = select(below + 1)
+    diff = b - a
+    if math.isinf(diff):
+        return a * (1.0 - t) + b * t
+    return a + diff * t if t < 0.5 else b - diff * (1.0 - t)
+
 
 # 4096 doubles = 32 KiB per chunk: the per-chunk overhead (an array header and a deque slot) is
 # negligible, and the unused tail of the newest chunk is bounded.
@@ -196,6 +241,7 @@ class SlidingWindow:
     * run times strictly increase and run counts are positive (a run is extended, not repeated,
       when values arrive at the time of the newest run);
     * no value is ``-0.0`` (it is normalised to ``0.0`` on the way in);
+    * ``_moments`` plus the pending single values hold the exact sums of the live values;
     * ``len <= max_count`` when ``max_count`` is set, and when ``max_age_ns`` is set every value is
       younger than ``max_age_ns`` at ``_now_ns``, the latest time seen by ``add_many``/``expire``;
     * the FIFOs and the heaps satisfy their own invariants.
@@ -207,7 +253,10 @@ class SlidingWindow:
         "_load",
         "_max_age_ns",
         "_max_count",
+        "_moments",
         "_now_ns",
+        "_pending_in",
+        "_pending_out",
         "_run_counts",
         "_run_times",
         "_values",
@@ -236,6 +285,9 @@ class SlidingWindow:
         self._run_counts: _ChunkedFifo[int] = _ChunkedFifo("q", fifo_chunk)
         self._heaps = MedianHeaps(load=load)
         self._now_ns: int | None = None
+        self._moments = ExactMoments()
+        self._pending_in = array("d")  # single values added, not yet in _moments
+        self._pending_out = array("d")  # single values evicted, not yet out of _moments
 
     @classmethod
     def from_items(
@@ -283,6 +335,7 @@ class SlidingWindow:
             values = values[excess:]
         window._values.extend(values)
         window._heaps.update(values)
+        window._moments.add(values)
         return window
 
     @classmethod
@@ -326,6 +379,7 @@ class SlidingWindow:
         window._run_times.extend(state.run_times)
         window._run_counts.extend(state.run_lengths)
         window._heaps = MedianHeaps.from_sorted(ordered, load=load)
+        window._moments.add(values)
         newest = window._now_ns = state.run_times[-1]
         if max_count and len(values) > max_count:
             window._evict(len(values) - max_count)
@@ -357,6 +411,13 @@ class SlidingWindow:
     def max_age_ns(self) -> int:
         """The age limit in nanoseconds (0 = unlimited)."""
         return self._max_age_ns
+
+    def next_expiry_ns(self) -> int | None:
+        """When the oldest live value leaves the window (``expire`` at this time removes it); None
+        without an age limit or when empty. O(1)."""
+        if not self._max_age_ns or not self._run_times:
+            return None
+        return self._run_times.first() + self._max_age_ns
 
     def __len__(self) -> int:
         """Number of live values. O(1)."""
@@ -391,6 +452,9 @@ class SlidingWindow:
             self._values.append(value)
             self._add_run(now_ns, 1)
             self._heaps.add(value)
+            self._pending_in.append(value)
+            if len(self._pending_in) >= _PENDING_MAX:
+                self._fold()
         elif n:
             if max_count and n >= max_count:
                 # The batch alone fills the window: everything older goes, so start afresh
@@ -403,6 +467,7 @@ class SlidingWindow:
             self._values.extend(batch)
             self._add_run(now_ns, len(batch))
             self._heaps.update(batch)
+            self._moments.add(batch)
         if max_count:
             excess = len(self._values) - max_count
             if excess > 0:
@@ -435,6 +500,40 @@ class SlidingWindow:
         """The median of the live values, None when empty. O(1). See ``MedianHeaps.median``."""
         return self._heaps.median()
 
+    def min(self) -> float | None:
+        """The smallest live value, None when empty. O(1)."""
+        return self._heaps.min() if len(self._values) else None
+
+    def max(self) -> float | None:
+        """The largest live value, None when empty. O(1)."""
+        return self._heaps.max() if len(self._values) else None
+
+    def mean(self) -> float | None:
+        """The mean of the live values (correctly rounded from exact sums), None when empty.
+        O(1) (folding at most ``_PENDING_MAX`` pending single values)."""
+        self._fold()
+        return self._moments.mean()
+
+    def stddev(self) -> float | None:
+        """The population standard deviation of the live values (numpy.std, ddof=0) from exact
+        sums, so it never drifts however often the window turns over; None when empty. O(1)."""
+        self._fold()
+        return self._moments.stddev()
+
+    def select(self, rank: int) -> float:
+        """The live value at 0-based ``rank`` in ascending order. See ``SortedFloats.select``."""
+        return self._heaps.select(rank)
+
+    def quantile(self, q: float, method: str = "linear") -> float | None:
+        """The exact q-quantile of the live values by numpy's ``method`` (see ``quantile_by_rank``),
+        None when empty. O(log n) per rank read (see ``SortedFloats.select``)."""
+        n = len(self._values)
+        if not n:
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"q must be in [0, 1], got {q!r}")
+            return None
+        return quantile_by_rank(self._heaps.select, n, q, method)
+
     def top_k(self, k: int) -> list[float]:
         """The ``min(k, len)`` largest live values, largest first. O(k + log n).
         Raises ValueError if ``k`` is negative."""
@@ -459,6 +558,9 @@ class SlidingWindow:
         self._run_times = _ChunkedFifo("q", self._fifo_chunk)
         self._run_counts = _ChunkedFifo("q", self._fifo_chunk)
         self._heaps = MedianHeaps(load=self._load)
+        self._moments.clear()
+        del self._pending_in[:]
+        del self._pending_out[:]
 
     def _add_run(self, now_ns: int, count: int) -> None:
         """Record that ``count`` values arrived at ``now_ns`` (the newest time)."""
@@ -489,14 +591,31 @@ class SlidingWindow:
     def _remove_oldest(self, n: int) -> None:
         """Remove the ``n`` oldest values from the FIFO and the heaps (the runs are done already)."""
         if n == 1:
-            self._heaps.remove(self._values.popleft())
+            value = self._values.popleft()
+            self._heaps.remove(value)
+            self._pending_out.append(value)
+            if len(self._pending_out) >= _PENDING_MAX:
+                self._fold()
             return
         heaps = self._heaps
-        for value in self._values.popleft_many(n):
+        gone = self._values.popleft_many(n)
+        for value in gone:
             heaps.remove(value)
+        self._moments.remove(gone)
+
+    def _fold(self) -> None:
+        """Fold the single values waiting in the pending lists into the exact sums."""
+        if self._pending_in:
+            self._moments.add(self._pending_in)
+            del self._pending_in[:]
+        if self._pending_out:
+            self._moments.remove(self._pending_out)
+            del self._pending_out[:]
 
     def _check(self) -> None:
         """Assert every invariant listed in the class docstring. O(n log n); for tests."""
+        self._fold()
+        self._moments._check(list(self._values))
         self._values._check()
         self._run_times._check()
         self._run_counts._check()
