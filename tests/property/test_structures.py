@@ -64,7 +64,7 @@ def exact_stddev(values: list[float]) -> float:
     """sqrt of the exact population variance, rounded twice at most (see assert_close_ulps)."""
     n = len(values)
     mean = sum(map(Fraction, values)) / n
-    variance: Fraction = sum(((Fraction(v) - mean) ** 2 for v in values), Fraction(0)) / n
+    variance = Fraction(sum(((Fraction(v) - mean) ** 2 for v in values), Fraction(0))) / n
     try:
         return math.sqrt(float(variance))
     except OverflowError:
