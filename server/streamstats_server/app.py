@@ -12,9 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from streamstats.v1 import streamstats_pb2
 from streamstats_server.auth import Tokens, TokensFileError
 from streamstats_server.config import ConfigError, ServerConfig
 from streamstats_server.handlers import add_servicer
+from streamstats_server.observability.calls import CallObserver, grpc_type
+from streamstats_server.observability.metrics import Limits, Metrics
 from streamstats_server.registry import Registry
 from streamstats_server.service import SERVICE_NAME, StreamStatsServicer
 from streamstats_server.storage import DurableStorage, RecoveryReport, StorageConfig
@@ -97,6 +100,11 @@ class StreamStatsServer:
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
+        self.metrics: Metrics | None = None
+        self._metrics_port: int | None = None
+        if config.metrics_port is not None:
+            limits = Limits(config.max_streams, config.max_values, config.max_concurrent_rpcs)
+            self.metrics = Metrics(_Gauges(self), limits)
 
     @property
     def port(self) -> int:
@@ -107,6 +115,11 @@ class StreamStatsServer:
     @property
     def address(self) -> str:
         return format_address(self.config.host, self.port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The metrics endpoint's port once serving; None without --metrics-port."""
+        return self._metrics_port
 
     def _new_registry(self, storage: DurableStorage | None = None) -> Registry:
         return Registry(storage, max_streams=self.config.max_streams, max_values=self.config.max_values)
@@ -121,6 +134,7 @@ class StreamStatsServer:
                 fsync=self.config.fsync,
                 checkpoint_bytes=self.config.checkpoint_bytes,
                 repair=self.config.repair,
+                observe_fsync=self.metrics.fsync.observe if self.metrics is not None else None,
             ),
             self._fs,
         )
@@ -159,7 +173,8 @@ class StreamStatsServer:
             # Without this a second server could silently share our port (and tests on port 0 collide).
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=self._interceptors, options=options)
+        interceptors = [CallObserver(self.metrics), *self._interceptors]
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         servicer = StreamStatsServicer(
             self.registry,
             max_k=self.config.max_k,
@@ -189,9 +204,29 @@ class StreamStatsServer:
             await self.registry.close()
             raise BindError(f"cannot listen on {requested}: address in use or not available")
         self._server = server
+        if self.metrics is not None:
+            self._start_metrics()
         await server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def _start_metrics(self) -> None:
+        assert self.metrics is not None
+        service = streamstats_pb2.DESCRIPTOR.services_by_name["StreamStats"]
+        self.metrics.initialize(
+            service.full_name,
+            {m.name: grpc_type(m.client_streaming, m.server_streaming) for m in service.methods},
+        )
+        try:
+            self._metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port or 0)
+        except OSError as exc:
+            where = format_address(self.config.metrics_host, self.config.metrics_port or 0)
+            raise BindError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
+        log.info(
+            "metrics on http://%s/metrics",
+            format_address(self.config.metrics_host, self._metrics_port),
+            extra={"metrics_port": self._metrics_port},
+        )
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING, end watches, refuse new calls, let calls in flight finish within
@@ -201,4 +236,25 @@ class StreamStatsServer:
             self.registry.end_watches()  # a Watch never finishes by itself: end them (OK) now
             await self._server.stop(grace)
             self._server = None
+        if self.metrics is not None:
+            self.metrics.close()
         await self.registry.close()
+
+
+class _Gauges:
+    """What the metrics read at scrape time, through the server (recovery replaces its registry)."""
+
+    def __init__(self, server: StreamStatsServer) -> None:
+        self._server = server
+
+    def stream_count(self) -> int:
+        return len(self._server.registry)
+
+    def values_held(self) -> int:
+        return self._server.registry.values_held
+
+    def values_added_total(self) -> int:
+        return self._server.registry.values_added_total
+
+    def data_dir(self) -> str:
+        return self._server.config.data_dir

@@ -67,6 +67,8 @@ class StorageConfig:
     checkpoint_bytes: int = 32 * MIB
     repair: bool = False
     interval_seconds: float = 1.0
+    # Called (in the storage thread) with the seconds each log fsync took: the metrics' histogram.
+    observe_fsync: Callable[[float], None] | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -304,6 +306,7 @@ class DurableStorage:
             self.executor,
             self._next_lsn,
             interval_seconds=self.config.interval_seconds,
+            observe_fsync=self.config.observe_fsync,
         )
         self._writer.start()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -64,8 +66,10 @@ class LogWriter:
         next_lsn: int,
         *,
         interval_seconds: float = 1.0,
+        observe_fsync: Callable[[float], None] | None = None,
     ) -> None:
         self._fs = fs
+        self._observe_fsync = observe_fsync
         self._dir = directory
         self._policy = policy
         self._executor = executor
@@ -163,14 +167,21 @@ class LogWriter:
         self._file.write(b"".join(chunk) if len(chunk) > 1 else chunk[0])
         self._file.flush()  # in the OS now: a process crash loses nothing from here on
         if self._policy is FsyncPolicy.ALWAYS:
-            self._fs.sync(self._file)
+            self._sync(self._file)
         else:
             self._dirty = True
+
+    def _sync(self, file: BinaryIO) -> None:
+        """fsync ``file``, timing it for the metrics."""
+        began = time.perf_counter()
+        self._fs.sync(file)
+        if self._observe_fsync is not None:
+            self._observe_fsync(time.perf_counter() - began)
 
     def _open_segment(self, first_lsn: int) -> None:
         if self._file is not None:
             if self._policy is not FsyncPolicy.NEVER:
-                self._fs.sync(self._file)
+                self._sync(self._file)
             self._file.close()
         self._file = self._fs.open_append(os.path.join(self._dir, segment_name(first_lsn)))
         if self._policy is not FsyncPolicy.NEVER:
@@ -178,13 +189,13 @@ class LogWriter:
 
     def _close_file(self, file: BinaryIO) -> None:
         if self._policy is not FsyncPolicy.NEVER:
-            self._fs.sync(file)
+            self._sync(file)
         file.close()
 
     def _sync_now(self) -> None:
         if self._dirty and self._file is not None:
             self._dirty = False
-            self._fs.sync(self._file)
+            self._sync(self._file)
 
     async def _sync_every_interval(self) -> None:
         loop = asyncio.get_running_loop()
