@@ -54,6 +54,8 @@ class AsyncClient(BaseClient):
         self._stub_instance: StreamStatsAsyncStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._metadata = _base.call_metadata(self._config)
+        # Read the TLS files now, as the sync client does: a bad path fails here, not at the first call.
+        self._credentials = _base.channel_credentials(self._config)
 
     def _stub(self) -> StreamStatsAsyncStub:
         self._check_open()
@@ -61,7 +63,7 @@ class AsyncClient(BaseClient):
         if self._stub_instance is None:
             # An aio channel belongs to the loop it is created in; creating it here, on first
             # use, is what guarantees that loop is the caller's.
-            self._channel = _base.open_aio_channel(self._target, self._config)
+            self._channel = _base.open_aio_channel(self._target, self._config, self._credentials)
             self._stub_instance = streamstats_pb2_grpc.StreamStatsStub(self._channel)
             self._loop = loop
         elif loop is not self._loop:

@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from streamstats._config import ClientConfig
-from streamstats._errors import ClientClosed, InvalidArgument, translate_rpc_error
+from streamstats._errors import ClientClosed, InvalidArgument, Unavailable, translate_rpc_error
 from streamstats._types import AddResult, Stats, Stream, StreamConfig, WatchUpdate
 from streamstats.v1 import streamstats_pb2
 
@@ -123,8 +123,11 @@ def open_channel(target: str, config: ClientConfig) -> grpc.Channel:
     return grpc.secure_channel(target, credentials, options=options)
 
 
-def open_aio_channel(target: str, config: ClientConfig) -> grpc.aio.Channel:
-    credentials = channel_credentials(config)
+def open_aio_channel(
+    target: str, config: ClientConfig, credentials: grpc.ChannelCredentials | None
+) -> grpc.aio.Channel:
+    """``credentials`` come from :func:`channel_credentials`, called when the client was made: the
+    channel itself must wait for the event loop, but a missing certificate file should not."""
     options = channel_options(config)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options)
@@ -162,13 +165,27 @@ class AsyncWatchCall(WatchCall, Protocol):
     async def read(self) -> Any: ...
 
 
+# grpc's whole report when a server hangs up while the connection is being set up: what a TLS
+# server does to a plaintext client, and a mutual-TLS server to a client without a certificate.
+_HUNG_UP_START, _HUNG_UP_END = "failed to connect to all addresses", "Socket closed"
+_HUNG_UP_HINT = " (the server closed the connection at once: does it require TLS, or a client certificate?)"
+
+
 @contextlib.contextmanager
 def rpc_errors() -> Iterator[None]:
     """The one place where a gRPC failure becomes an SDK exception (used by both clients)."""
     try:
         yield
     except grpc.RpcError as exc:
-        raise translate_rpc_error(exc) from exc
+        error = translate_rpc_error(exc)
+        message = error.message
+        if (
+            isinstance(error, Unavailable)
+            and message.startswith(_HUNG_UP_START)
+            and message.endswith(_HUNG_UP_END)
+        ):
+            error = Unavailable(message + _HUNG_UP_HINT)
+        raise error from exc
 
 
 class BaseClient:

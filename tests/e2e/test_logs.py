@@ -1,4 +1,4 @@
-"""Log lines: one per failed call and per lifecycle event; human by default, JSON on request; never a token."""
+"""Log lines: one per failed call and lifecycle event; human or JSON; never a token."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from streamstats import Client, Stats, Stream
+from streamstats import Client, Stats, Stream, StreamStatsError
 from streamstats._cli import render
 
 if TYPE_CHECKING:
@@ -96,11 +96,14 @@ def _add_from_stdin(client: Client, args: argparse.Namespace, io: Io) -> int:
 
     A reader thread feeds a queue because a blocking readline cannot also wait for a timer."""
     lines: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=100_000)
+    read_errors: list[OSError] = []
 
     def read() -> None:
         try:
             for number, line in enumerate(io.stdin, 1):
                 lines.put((number, line))
+        except OSError as error:  # e.g. EIO from a terminal that went away: stop as at the end
+            read_errors.append(error)
         finally:
             lines.put(_END)
 
@@ -133,14 +136,24 @@ def _add_from_stdin(client: Client, args: argparse.Namespace, io: Io) -> int:
                     batch.append(value)
         due = batch and (done or len(batch) >= args.batch or time.monotonic() >= first_at + args.flush)
         if due:
-            client.add_many(args.name, batch)
+            try:
+                client.add_many(args.name, batch)
+            except StreamStatsError as error:
+                if not sent:
+                    raise
+                # After a long ``tail -f`` the user needs to know what did arrive.
+                raise type(error)(
+                    f"{error.message} ({sent} earlier values from stdin were added)", code=error.code
+                ) from error
             sent += len(batch)
             batch = []
+    for read_error in read_errors:
+        io.stderr.write(f"streamstats: cannot read stdin: {read_error.strerror or read_error}\n")
     if args.json:
         render.dump_json({"stream": args.name, "added": sent, "skipped": bad}, io.stdout)
     else:
         io.stdout.write(f"added {sent} to {args.name}" + (f"; skipped {bad} bad lines" if bad else "") + "\n")
-    return EXIT_BAD_INPUT if bad else EXIT_OK
+    return EXIT_BAD_INPUT if bad or read_errors else EXIT_OK
 
 
 def median(client: Client, args: argparse.Namespace, io: Io) -> int:

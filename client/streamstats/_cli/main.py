@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from io import TextIOWrapper
 from typing import TextIO
 
 import streamstats
@@ -73,22 +74,33 @@ def _quantile(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a quantile like 0.99, p99 or 99%") from None
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamstats",
-        description="Talk to a streamstats server: streams, adds, medians, quantiles, live views.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    env = environ.get
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None) -> None:
+    """The options every command shares. On the top parser (``environ`` given) they default to the
+    environment; on each command's parser they default to SUPPRESS, so ``streamstats list --json``
+    works too and an option given after the command overrides, but never resets, the one before it.
+    """
+
+    def env(name: str, fallback: str | None = None) -> str | None:
+        if environ is None:
+            return argparse.SUPPRESS
+        return environ.get(name, fallback)
+
     parser.add_argument("--host", default=env("STREAMSTATS_SERVER", DEFAULT_SERVER), help="server host:port")
     parser.add_argument("--token", default=env("STREAMSTATS_TOKEN"), help="bearer token (prefer the env var)")
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        default=env("STREAMSTATS_TLS", "") in ("1", "true", "yes"),
-        help="use TLS",
-    )
+    tls_default: object = argparse.SUPPRESS
+    if environ is not None:
+        tls_default = environ.get("STREAMSTATS_TLS", "").lower() in ("1", "true", "yes")
+    parser.add_argument("--tls", action="store_true", default=tls_default, help="use TLS")
     parser.add_argument(
         "--ca", default=env("STREAMSTATS_CA"), help="PEM CA of the server's cert (implies --tls)"
     )
@@ -103,11 +115,28 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("STREAMSTATS_TIMEOUT", "10"),
         help="per call, e.g. 10s",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document (JSON lines for watch)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if environ is not None else argparse.SUPPRESS,
+        help="print one JSON document (JSON lines for watch)",
+    )
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamstats",
+        description="Talk to a streamstats server: streams, adds, medians, quantiles, live views.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_connection_options(parser, environ)
+    shared = argparse.ArgumentParser(add_help=False)
+    _add_connection_options(shared, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, run: Callable[..., int]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[shared])
         p.set_defaults(run=run)
         return p
 
@@ -121,7 +150,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = command("add", "add numbers (arguments, or '-' to read one per line from stdin)", commands.add)
     p.add_argument("name")
     p.add_argument("values", nargs="+", metavar="VALUE", help="numbers, or - for stdin")
-    p.add_argument("--batch", type=int, default=1000, help="stdin: send when this many are waiting")
+    p.add_argument("--batch", type=_positive_int, default=1000, help="stdin: send when this many are waiting")
     p.add_argument(
         "--flush",
         type=_positive_seconds,
@@ -169,10 +198,25 @@ class Io:
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
+    """The SDK's config from the options; a ValueError names the option at fault."""
+    # An empty variable (STREAMSTATS_CA= ) means unset, as it does for most programs.
+    ca, cert, key = args.ca or None, args.cert or None, args.key or None
+    if (cert is None) != (key is None):
+        raise ValueError("--cert and --key go together (mutual TLS): give both or neither")
+    for option, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        # The SDK checks too, but would name its own field (TLSConfig.ca_file), not the option.
+        if path is not None and not os.access(path, os.R_OK):
+            reason = "no such file" if not os.path.exists(path) else "not readable"
+            raise ValueError(f"{option} {path}: {reason}")
     tls = None
-    if args.tls or args.ca or args.cert or args.key or args.server_name:
-        tls = TLSConfig(ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name)
+    if args.tls or ca or cert or args.server_name:
+        tls = TLSConfig(ca_file=ca, cert_file=cert, key_file=key, server_name=args.server_name or None)
     return ClientConfig(timeout=args.timeout, token=args.token or None, tls=tls)
+
+
+def _one_line(text: str) -> str:
+    """The promise is one line on stderr: grpc's messages sometimes span several."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _exit_code(error: streamstats.StreamStatsError) -> int:
@@ -196,25 +240,53 @@ def run(
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        config = client_config(args)
-        with Client(args.host, config=config) as client:
+        # Only here is a ValueError the user's: a mismatched --cert/--key, an unreadable file, a
+        # token with spaces. Elsewhere it would be a bug, which should keep its traceback.
+        client = Client(args.host, config=client_config(args))
+    except (ValueError, TypeError) as error:
+        io.stderr.write(f"streamstats: {_one_line(str(error))}\n")
+        return EXIT_USAGE
+    try:
+        with client:
             code: int = args.run(client, args, io)
             return code
     except streamstats.Unavailable as error:
-        io.stderr.write(f"streamstats: cannot reach the server at {args.host}: {error.message}\n")
+        io.stderr.write(f"streamstats: cannot reach the server at {args.host}: {_one_line(error.message)}\n")
         return EXIT_UNAVAILABLE
     except streamstats.DeadlineExceeded:
         io.stderr.write(f"streamstats: no answer from {args.host} within {args.timeout:g}s (--timeout)\n")
         return EXIT_UNAVAILABLE
     except streamstats.StreamStatsError as error:
-        io.stderr.write(f"streamstats: {error.message}\n")
+        io.stderr.write(f"streamstats: {_one_line(error.message)}\n")
         return _exit_code(error)
-    except (ValueError, TypeError) as error:  # a bad option value the SDK refused (e.g. an unreadable CA)
-        io.stderr.write(f"streamstats: {error}\n")
-        return EXIT_USAGE
+
+
+def _silence_grpc_logs() -> None:
+    """Keep grpc's own log lines (one per failed TLS handshake, ...) off the terminal.
+
+    grpc's C core writes them straight to file descriptor 2, and reads GRPC_VERBOSITY only when grpc
+    is imported, which ``import streamstats`` did before any of this code ran. So point fd 2 at
+    /dev/null and give Python's ``sys.stderr`` (our messages, and a traceback should there be a bug)
+    the real one. Someone who sets GRPC_VERBOSITY or GRPC_TRACE wants those lines and keeps them.
+    """
+    if "GRPC_VERBOSITY" in os.environ or "GRPC_TRACE" in os.environ:
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no fd 2 at all (stderr closed): nothing to protect
+        return
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(real, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115 (open until exit)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    _silence_grpc_logs()
+    if isinstance(sys.stdin, TextIOWrapper):
+        # Bytes that are not text become a bad line (reported, skipped) instead of ending the input.
+        sys.stdin.reconfigure(errors="replace")
     try:
         code = run(argv)
         sys.stdout.flush()
