@@ -22,6 +22,7 @@ import streamstats
 from streamstats import _base
 from streamstats._errors import translate_rpc_error
 from streamstats.v1 import streamstats_pb2, streamstats_pb2_grpc
+from streamstats_server.app import KEEPALIVE_OPTIONS
 
 SERVICE = streamstats_pb2.DESCRIPTOR.services_by_name["StreamStats"]
 RPC_NAMES = [method.name for method in SERVICE.methods]
@@ -261,6 +262,24 @@ def test_no_retry_policy_when_retries_are_off() -> None:
     assert "grpc.service_config" not in options
 
 
+def test_keepalive_tls_name_and_token() -> None:
+    options = dict(_base.channel_options(streamstats.ClientConfig()))
+    keepalive = ("grpc.keepalive_time_ms", "grpc.keepalive_timeout_ms", "grpc.keepalive_permit_without_calls")
+    assert [options[name] for name in keepalive] == [30_000, 10_000, 0]
+    # Never more often than the server accepts, or it disconnects the client ("too_many_pings").
+    assert (
+        options["grpc.keepalive_time_ms"]
+        >= dict(KEEPALIVE_OPTIONS)["grpc.http2.min_ping_interval_without_data_ms"]
+    )
+    assert "grpc.ssl_target_name_override" not in options
+    named = streamstats.ClientConfig(tls=streamstats.TLSConfig(server_name="streamstats.internal"))
+    assert dict(_base.channel_options(named))["grpc.ssl_target_name_override"] == "streamstats.internal"
+    assert _base.call_metadata(streamstats.ClientConfig()) is None
+    assert _base.call_metadata(streamstats.ClientConfig(token="t0k3n")) == (
+        ("authorization", "Bearer t0k3n"),
+    )
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 
@@ -285,6 +304,21 @@ def test_every_status_maps_to_one_sdk_exception(status: grpc.StatusCode) -> None
     assert error.code == status.name
     assert error.message == str(error) == "k: bad (got 0)"
     assert not isinstance(error, grpc.RpcError)
+
+
+def test_a_hang_up_while_connecting_says_what_to_check() -> None:
+    def raised(details: str) -> streamstats.StreamStatsError:
+        status = grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(streamstats.StreamStatsError) as info, _base.rpc_errors():
+            raise grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+        return info.value
+
+    hung_up = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:9: Socket closed"
+    error = raised(hung_up)
+    assert type(error) is streamstats.Unavailable
+    assert error.message.startswith(hung_up) and "require TLS, or a client certificate" in error.message
+    refused = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Connection refused"
+    assert raised(refused).message == refused
 
 
 def test_exception_tree() -> None:

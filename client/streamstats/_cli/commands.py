@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 from streamstats import Client, Stats, Stream, StreamStatsError
 from streamstats._cli import render
+from streamstats._cli.codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 if TYPE_CHECKING:
     from streamstats._cli.main import Io
-
-EXIT_OK, EXIT_BAD_INPUT = 0, 1
 
 
 def create(client: Client, args: argparse.Namespace, io: Io) -> int:
@@ -59,7 +58,7 @@ def add(client: Client, args: argparse.Namespace, io: Io) -> int:
         return _add_from_stdin(client, args, io)
     if "-" in args.values:
         io.stderr.write("streamstats: '-' (read stdin) must be the only value\n")
-        return 2
+        return EXIT_USAGE
     numbers = []
     for index, text in enumerate(args.values):
         number = _parse_number(text)
@@ -67,7 +66,7 @@ def add(client: Client, args: argparse.Namespace, io: Io) -> int:
             io.stderr.write(
                 f"streamstats: value {index + 1} {text!r} is not a finite number; nothing was added\n"
             )
-            return EXIT_BAD_INPUT
+            return EXIT_REFUSED
         numbers.append(number)
     result = client.add_many(args.name, numbers)
     if args.json:
@@ -153,7 +152,7 @@ def _add_from_stdin(client: Client, args: argparse.Namespace, io: Io) -> int:
         render.dump_json({"stream": args.name, "added": sent, "skipped": bad}, io.stdout)
     else:
         io.stdout.write(f"added {sent} to {args.name}" + (f"; skipped {bad} bad lines" if bad else "") + "\n")
-    return EXIT_BAD_INPUT if bad or read_errors else EXIT_OK
+    return EXIT_REFUSED if bad or read_errors else EXIT_OK
 
 
 def median(client: Client, args: argparse.Namespace, io: Io) -> int:
@@ -236,7 +235,7 @@ def watch(client: Client, args: argparse.Namespace, io: Io) -> int:
                     io.stdout.write(" | ".join(lines[:4]) + "\n")
                 io.stdout.flush()
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
     return EXIT_OK
 
 
