@@ -143,7 +143,40 @@ def count_window_costs(n: int, load: int, rng: random.Random) -> dict[str, float
 
         return run
 
-    return {"window add": measure(single_setup), f"window add({BATCH})": measure(batch_setup)}
+    def query_setup(query: Callable[[], object], *, change_first: bool) -> Callable[[], Callable[[], int]]:
+        """``query`` 500 times, each after adding (and evicting) one value if ``change_first``: a
+        change drops the rank index, so the first quantile after it rebuilds it."""
+
+        def setup() -> Callable[[], int]:
+            values = fresh[:500]
+
+            def run() -> int:
+                now = clock[0]
+                for v in values:
+                    if change_first:
+                        now += 1
+                        window.add_many((v,), now)
+                    query()
+                clock[0] = now
+                return len(values)
+
+            return run
+
+        return setup
+
+    add_one = measure(single_setup)
+    stats = {
+        "window add": add_one,
+        f"window add({BATCH})": measure(batch_setup),
+        "quantile(0.99)": measure(query_setup(lambda: window.quantile(0.99), change_first=False)),
+        "quantile(0.99) after an add": measure(query_setup(lambda: window.quantile(0.99), change_first=True))
+        - add_one,
+        "mean + stddev after an add": measure(
+            query_setup(lambda: (window.mean(), window.stddev()), change_first=True)
+        )
+        - add_one,
+    }
+    return stats
 
 
 def traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
