@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sortedcontainers import SortedDict
 
@@ -24,6 +24,9 @@ from streamstats_server.stream import Stream, StreamView, WindowConfig
 log = logging.getLogger("streamstats.registry")
 
 _T = TypeVar("_T")
+
+# Snapshots kept per stream for watchers to share (one per distinct query).
+_SHARED_SNAPSHOTS = 16
 
 # A watcher wakes this long after its stream's oldest value is due to leave a time window, so the
 # expiry has surely happened by the time it reads (the clock is in ns, asyncio's timers are not).
@@ -282,18 +285,19 @@ class Registry:
             return reader(stream, self.now_ns())
 
     async def watch(
-        self, name: str, reader: Callable[[Stream, int], _T], min_interval_s: float
+        self, name: str, reader: Callable[[Stream, int], _T], min_interval_s: float, *, share: Hashable = None
     ) -> AsyncIterator[tuple[_T, int]]:
         """``reader``'s snapshot now, then again whenever the stream changed (values added, or values
         left its time window), at most once per ``min_interval_s``: (snapshot, adds folded into it).
 
         Nothing is queued: a consumer that is slow to take a snapshot only delays the next one,
         which is read when it is due, so it shows the latest state. Ends (returns) when the registry
-        closes; StreamNotFound once the stream is deleted.
+        closes; StreamNotFound once the stream is deleted. Watchers passing the same ``share`` key
+        (the same query) share one snapshot per state of the stream instead of each computing it.
         """
         closing = self._closing_event()
         async with self._locked(name) as stream:
-            snapshot, seen = reader(stream, self.now_ns()), stream.signal.version
+            snapshot, seen = self._snapshot(stream, reader, share), stream.signal.version
             live = len(stream.window)
         yield snapshot, 0
         loop = asyncio.get_running_loop()
@@ -314,12 +318,30 @@ class Registry:
             async with stream.lock:
                 if stream.deleted:
                     raise StreamNotFound(name)
-                snapshot = reader(stream, self.now_ns())
+                snapshot = self._snapshot(stream, reader, share)
                 changes, seen = stream.signal.version - seen, stream.signal.version
                 was, live = live, len(stream.window)
                 self._settle(stream)
             if changes or live != was:  # a timer can fire a hair before anything expired
                 yield snapshot, changes
+
+    def _snapshot(self, stream: Stream, reader: Callable[[Stream, int], _T], share: Hashable) -> _T:
+        """``reader(stream, now)``, or the snapshot another watcher with the same ``share`` key took
+        of this same state. Adds bump the change counter and expiry only shrinks the window, so
+        (counter, live count) after expiring names the state. Call under the stream's lock."""
+        now = self.now_ns()
+        if share is None:
+            return reader(stream, now)
+        stream.window.expire(now)
+        state = (stream.signal.version, len(stream.window))
+        cached = stream.snapshots.get(share)
+        if cached is not None and cached[0] == state:
+            return cast(_T, cached[1])  # stored by this method under this query's key: a _T
+        snapshot = reader(stream, now)
+        if len(stream.snapshots) >= _SHARED_SNAPSHOTS:
+            stream.snapshots.clear()  # many different queries: start over rather than grow
+        stream.snapshots[share] = (state, snapshot)
+        return snapshot
 
     def _until_expiry(self, stream: Stream) -> float | None:
         """Seconds until the stream's oldest live value leaves its time window; None if never."""

@@ -370,7 +370,8 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         name = self._stream_name(caller, "stream", request.stream)
         reader = self._stats_reader("query", request.query)
         interval = _min_interval("min_interval", request.min_interval)
-        async for stats, changes in self._registry.watch(name, reader, interval):
+        query = request.query.SerializeToString(deterministic=True)  # watchers of one query share snapshots
+        async for stats, changes in self._registry.watch(name, reader, interval, share=query):
             yield pb.WatchUpdate(stats=stats, changes=changes)
 
     def _stats_reader(self, field: str, query: pb.StatsQuery) -> Callable[[Stream, int], pb.Stats]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from streamstats_server.structures import SlidingWindow
@@ -70,6 +70,7 @@ class Stream:
         "lock",
         "name",
         "signal",
+        "snapshots",
         "total_added",
         "window",
     )
@@ -96,6 +97,7 @@ class Stream:
         self.deleted = False
         self.accounted = 0  # live values counted in the registry's values_held (it keeps this in step)
         self.signal = ChangeSignal()  # wakes this stream's watchers
+        self.snapshots: dict[Hashable, tuple[tuple[int, int], object]] = {}  # shared by watchers (Registry)
 
     def add(self, values: Sequence[float], now_ns: int) -> tuple[int, int]:
         """Append values (already validated) in order; return (live count, total added). O(b log n)."""

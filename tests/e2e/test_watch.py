@@ -196,3 +196,22 @@ def test_a_watch_counts_as_a_call_in_progress(server_factory: ServerFactory) -> 
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         first.cancel()
         second.cancel()
+
+
+def test_watchers_of_one_query_share_snapshots_but_not_across_queries(server_address: str) -> None:
+    # Two watchers of the same query see the same state; a watcher with another query gets its own.
+    with grpc.insecure_channel(server_address) as channel:
+        stub = pb_grpc.StreamStatsStub(channel)
+        stub.AddNums(pb.AddNumsRequest(stream="q", values=[1.0, 2.0, 3.0, 4.0]), timeout=T)
+        same = [watch(stub, "q", quantiles=[0.5]) for _ in range(2)]
+        other = watch(stub, "q", quantiles=[0.25], k=1)
+        firsts = [next(w) for w in same]
+        assert firsts[0].stats == firsts[1].stats
+        assert [q.value for q in firsts[0].stats.quantiles] == [2.5]
+        mine = next(other)
+        assert ([q.value for q in mine.stats.quantiles], list(mine.stats.top)) == ([1.75], [4.0])
+        stub.AddNum(pb.AddNumRequest(stream="q", value=100.0), timeout=T)
+        assert [next(w).stats.quantiles[0].value for w in same] == [3.0, 3.0]
+        assert next(other).stats.top[0] == 100.0
+        for w in (*same, other):
+            w.cancel()
