@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format proto ci clean bench bench-durability loadtest loadtest-host
+.PHONY: run test lint format proto ci clean bench bench-durability bench-stats loadtest loadtest-host
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ loadtest-host: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/suite.py
+
+## bench-stats: GetStats latency and the cost of 1,000 watchers on ingest; rewrites its section of docs/BENCHMARKS.md
+bench-stats: $(STAMP)
+	$(BIN)/python bench/stats_watch.py
 
 ## bench-durability: ingest per --fsync policy and restart time; rewrites its section of docs/BENCHMARKS.md
 bench-durability: $(STAMP)
