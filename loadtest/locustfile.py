@@ -8,7 +8,9 @@
   ``on_start`` and closes it in ``on_stop``; every call has a deadline (``--rpc-timeout``).
 - ``LocustInterceptor`` fires a locust request event for every RPC, named by RPC ("AddNums"),
   request_type "grpc"; a failed call carries its status code in the exception ("NOT_FOUND: ...").
-- The mix (weights of AddNum, AddNums, FindMedian, TopK, BottomK; batch size; k; how many streams,
+- ``--watch-users`` users (2 by default) each hold a Watch open and report every update as a "Watch"
+  event whose time is its staleness (arrival minus the snapshot's server time).
+- The mix (weights of AddNum, AddNums, FindMedian, TopK, BottomK, GetStats; batch size; k; how many streams,
   which fraction windowed, window size) comes from the custom options below, each defaulting to an
   environment variable ``LOADTEST_*``. The master (or the local runner) creates the streams and
   pre-fills them at test start with big AddNums batches, outside the measured calls.
@@ -101,6 +103,23 @@ OPTIONS = (
     Option("--weight-median", int, 30, "relative weight of FindMedian calls"),
     Option("--weight-top-k", int, 10, "relative weight of TopK calls"),
     Option("--weight-bottom-k", int, 10, "relative weight of BottomK calls"),
+    Option("--weight-stats", int, 10, "relative weight of GetStats calls"),
+    Option(
+        "--quantiles", str, "0.5,0.9,0.99", "the quantiles each GetStats and Watch asks for (comma-separated)"
+    ),
+    Option(
+        "--watch-users",
+        int,
+        2,
+        "of the --users, how many each hold a Watch open (the rest make calls; 0: none)",
+    ),
+    Option("--watch-interval", float, 0.1, "min_interval of each Watch (s)"),
+    Option(
+        "--watch-seconds",
+        float,
+        10.0,
+        "how long a watch user holds one Watch before moving to another stream",
+    ),
     Option("--batch-size", int, 100, "values per AddNums call"),
     Option("--k", int, 10, "k of TopK and BottomK (at most the server's --max-k)"),
     Option("--streams", int, 100, "how many streams the users spread their calls over"),
@@ -140,6 +159,10 @@ class Mix:
     """The load test's parameters, read from locust's parsed options and checked."""
 
     weights: tuple[int, ...]
+    quantiles: tuple[float, ...]
+    watch_users: int
+    watch_interval: float
+    watch_seconds: float
     batch_size: int
     k: int
     streams: int
@@ -168,8 +191,13 @@ class Mix:
                     "--weight-median",
                     "--weight-top-k",
                     "--weight-bottom-k",
+                    "--weight-stats",
                 )
             ),
+            quantiles=_quantiles(get("--quantiles")),
+            watch_users=get("--watch-users"),
+            watch_interval=get("--watch-interval"),
+            watch_seconds=get("--watch-seconds"),
             batch_size=get("--batch-size"),
             k=get("--k"),
             streams=get("--streams"),
@@ -190,6 +218,10 @@ class Mix:
                 "the --weight-* options must be >= 0, not all 0",
             ),
             (mix.batch_size >= 1, "--batch-size must be >= 1"),
+            (all(0.0 <= q <= 1.0 for q in mix.quantiles), "--quantiles must each be within 0..1"),
+            (mix.watch_users >= 0, "--watch-users must be >= 0"),
+            (mix.watch_interval >= 0.01, "--watch-interval must be >= 0.01"),
+            (mix.watch_seconds > 0, "--watch-seconds must be > 0"),
             (mix.k >= 1, "--k must be >= 1"),
             (mix.streams >= 1, "--streams must be >= 1"),
             (0.0 <= fraction <= 1.0, "--windowed-fraction must be within 0..1"),
@@ -221,10 +253,22 @@ class Mix:
             config.window_duration.CopyFrom(_duration(self.window_seconds))
         return config
 
+    def stats_query(self) -> streamstats_pb2.StatsQuery:
+        return streamstats_pb2.StatsQuery(quantiles=self.quantiles, k=self.k)
+
     def prefill_target(self, i: int) -> int:
         if i < self.windowed and self.window_size > 0:
             return min(self.prefill, self.window_size)
         return self.prefill
+
+
+def _quantiles(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(q) for q in text.split(",") if q.strip())
+    except ValueError:
+        raise LocustError(
+            f"streamstats load test: --quantiles {text!r} is not a comma-separated list"
+        ) from None
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -315,6 +359,7 @@ class StreamStatsUser(User):
             self._median,
             self._top_k,
             self._bottom_k,
+            self._stats,
         )
 
     def wait_time(self) -> float:
@@ -362,6 +407,76 @@ class StreamStatsUser(User):
     def _bottom_k(self, stream: str) -> object:
         request = streamstats_pb2.BottomKRequest(stream=stream, k=self.mix.k)
         return self.stub.BottomK(request, timeout=self.mix.rpc_timeout)
+
+    def _stats(self, stream: str) -> object:
+        request = streamstats_pb2.GetStatsRequest(stream=stream, query=self.mix.stats_query())
+        return self.stub.GetStats(request, timeout=self.mix.rpc_timeout)
+
+
+class WatchUser(User):
+    """Holds a Watch open on a random stream for --watch-seconds, then moves to another one. Each
+    update is a locust request event named "Watch" whose response time is its staleness: when it
+    arrived minus the server time of the snapshot (so it measures how fresh pushed statistics are)."""
+
+    fixed_count = 2  # set from --watch-users at init (see _on_init)
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.mix = Mix.from_options(environment.parsed_options)
+        self._channel: grpc.Channel | None = None
+        self._call: Any = None
+        self._fire: Callable[..., None] = environment.events.request.fire
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    def on_start(self) -> None:
+        self._channel = grpc.insecure_channel(grpc_target(self.host))
+
+    def on_stop(self) -> None:
+        if self._call is not None:
+            self._call.cancel()  # a watch never ends by itself: end it now, not at its deadline
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = self._call = None
+
+    @task
+    def watch(self) -> None:
+        assert self._channel is not None
+        stub = streamstats_pb2_grpc.StreamStatsStub(self._channel)
+        stream = self.mix.stream_name(random.randrange(self.mix.streams))
+        request = streamstats_pb2.WatchRequest(
+            stream=stream, query=self.mix.stats_query(), min_interval=_duration(self.mix.watch_interval)
+        )
+        self._call = stub.Watch(request, timeout=self.mix.watch_seconds + self.mix.rpc_timeout)
+        ends = time.monotonic() + self.mix.watch_seconds
+        try:
+            for update in self._call:
+                staleness_ns = max(0, time.time_ns() - update.stats.time.ToNanoseconds())
+                self._report(staleness_ns, update.ByteSize(), None)
+                if time.monotonic() >= ends:
+                    break
+        except grpc.RpcError as error:
+            cancelled = isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.CANCELLED
+            if not cancelled:  # we cancel at the end of every watch and at stop: not a failure
+                code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+                details = error.details() if isinstance(error, grpc.Call) else str(error)
+                self._report(0, 0, GrpcFailure(code, details))
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+
+    def _report(self, latency_ns: int, length: int, exception: Exception | None) -> None:
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name="Watch",
+            response_time=latency_ns / 1e6,
+            response_length=length,
+            response=None,
+            context={"latency_ns": latency_ns},
+            exception=exception,
+        )
 
 
 # -- setup: create and pre-fill the streams, once per run, on the master or the local runner -------
@@ -427,7 +542,10 @@ _run = _Run()
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     _run.environment = environment
     try:
-        Mix.from_options(environment.parsed_options)  # fail at start on bad options, not in every user
+        mix = Mix.from_options(environment.parsed_options)  # fail at start on bad options, not in every user
+        WatchUser.fixed_count = mix.watch_users
+        if not mix.watch_users and WatchUser in environment.user_classes:
+            environment.user_classes.remove(WatchUser)  # fixed_count 0 would fall back to weights
     except LocustError as bad_options:
         logger.error("%s", bad_options)
         sys.exit(2)  # SystemExit passes through locust's event hooks, which log and swallow exceptions

@@ -26,7 +26,7 @@ from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
-RPCS = ("AddNum", "AddNums", "FindMedian", "TopK", "BottomK")
+RPCS = ("AddNum", "AddNums", "FindMedian", "TopK", "BottomK", "GetStats", "Watch")
 LISTENING = "streamstats-server listening on "
 PERCENTS = (0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0)
 # A small, fast mix: 6 streams (3 windowed at 300 values), pre-filled to 20,000 values each (more than a
@@ -202,11 +202,16 @@ def test_failures_are_reported_with_their_status_code(tmp_path: Path) -> None:
         done = run_locust(address, tmp_path, "--k", "10", "-t", "2s")
     assert done.returncode == 1, done.stdout + done.stderr  # locust's exit code when a call failed
     failures = read_csv(tmp_path / "locust_failures.csv", "Name")
-    assert set(failures) == {"TopK", "BottomK"}
+    # k above --max-k: TopK and BottomK name "k", GetStats and Watch (which ask for top/bottom k too)
+    # "query.k".
+    assert set(failures) == {"TopK", "BottomK", "GetStats", "Watch"}
     for row in failures.values():
-        assert row["Method"] == "grpc" and row["Error"].startswith('GrpcFailure("INVALID_ARGUMENT: k: '), row
+        assert row["Method"] == "grpc", row
+        assert row["Error"].startswith(
+            ('GrpcFailure("INVALID_ARGUMENT: k: ', 'GrpcFailure("INVALID_ARGUMENT: query.k: ')
+        ), row
     latency = read_csv(tmp_path / "locust_latency_us.csv", "Name")
-    for name in ("TopK", "BottomK"):
+    for name in ("TopK", "BottomK", "GetStats", "Watch"):
         assert int(latency[name]["Failures"]) == int(latency[name]["Count"]) > 0
     assert int(latency["FindMedian"]["Failures"]) == 0 < int(latency["FindMedian"]["Count"])
 
