@@ -121,6 +121,13 @@ class StreamStatsServer:
         """The metrics endpoint's port once serving; None without --metrics-port."""
         return self._metrics_port
 
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` once serving; None without --metrics-port."""
+        if self._metrics_port is None:
+            return None
+        return f"http://{format_address(self.config.metrics_host, self._metrics_port)}/metrics"
+
     def _new_registry(self, storage: DurableStorage | None = None) -> Registry:
         return Registry(storage, max_streams=self.config.max_streams, max_values=self.config.max_values)
 
@@ -158,6 +165,12 @@ class StreamStatsServer:
             report.records_replayed,
             report.checkpoint or "none",
             storage.directory,
+            extra={
+                "event": "recovered",
+                "streams": report.streams,
+                "values": report.values,
+                "records_replayed": report.records_replayed,
+            },
         )
 
     async def start(self) -> None:
@@ -166,6 +179,13 @@ class StreamStatsServer:
         credentials = server_credentials(self.config)
         tokens = load_tokens(self.config)
         await self._open_storage()
+        if self.metrics is not None:
+            # Before the gRPC port: a port taken by something else stops the start before any call.
+            try:
+                self._start_metrics()
+            except BindError:
+                await self.registry.close()
+                raise
         options = [
             *KEEPALIVE_OPTIONS,
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
@@ -198,17 +218,25 @@ class StreamStatsServer:
             else:
                 self._port = server.add_secure_port(requested, credentials)
         except RuntimeError as exc:
-            await self.registry.close()
+            await self._abandon_start()
             raise BindError(f"cannot listen on {requested}: {exc}") from exc
         if self._port == 0:
-            await self.registry.close()
+            await self._abandon_start()
             raise BindError(f"cannot listen on {requested}: address in use or not available")
         self._server = server
-        if self.metrics is not None:
-            self._start_metrics()
         await server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _abandon_start(self) -> None:
+        """Release what ``start`` took before failing: the metrics endpoint and storage."""
+        await self._stop_metrics()
+        await self.registry.close()
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            # Off the loop: close() waits for the HTTP thread to notice.
+            await asyncio.to_thread(self.metrics.close)
 
     def _start_metrics(self) -> None:
         assert self.metrics is not None
@@ -223,9 +251,9 @@ class StreamStatsServer:
             where = format_address(self.config.metrics_host, self.config.metrics_port or 0)
             raise BindError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
         log.info(
-            "metrics on http://%s/metrics",
-            format_address(self.config.metrics_host, self._metrics_port),
-            extra={"metrics_port": self._metrics_port},
+            "metrics on %s",
+            self.metrics_url,
+            extra={"event": "metrics_listening", "address": self.metrics_url},
         )
 
     async def stop(self, grace: float | None) -> None:
@@ -236,8 +264,7 @@ class StreamStatsServer:
             self.registry.end_watches()  # a Watch never finishes by itself: end them (OK) now
             await self._server.stop(grace)
             self._server = None
-        if self.metrics is not None:
-            self.metrics.close()
+        await self._stop_metrics()  # after the drain, which scrapes can watch
         await self.registry.close()
 
 

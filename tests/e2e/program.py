@@ -21,6 +21,7 @@ from pathlib import Path
 
 SERVER = [sys.executable, "-m", "streamstats_server"]
 LISTENING = "streamstats-server listening on "
+METRICS = "streamstats-server metrics on "  # the second stdout line, with --metrics-port
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -53,6 +54,17 @@ class ServerProcess:
         """SIGKILL (kill -9): no cleanup at all in the server."""
         self.proc.kill()
         self.proc.wait(timeout=STOP_TIMEOUT)
+
+    def stdout_line(self, timeout: float = START_TIMEOUT) -> str:
+        """The next line the server prints on stdout (after the address: the metrics URL, with
+        --metrics-port); kills the server if none comes within ``timeout`` seconds."""
+        assert self.proc.stdout is not None
+        watchdog = threading.Timer(timeout, self.proc.kill)
+        watchdog.start()
+        try:
+            return self.proc.stdout.readline()
+        finally:
+            watchdog.cancel()
 
 
 @contextmanager

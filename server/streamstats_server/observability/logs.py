@@ -1,4 +1,10 @@
-"""Log lines on stderr: human-readable by default, one JSON object per line with --log-format json."""
+"""Log lines on stderr: human-readable by default, one JSON object per line with --log-format json.
+
+Each record is written when it is logged, by the thread logging it (the event loop, for a failed
+call's line: a write to stderr takes microseconds). A writer thread behind a queue would spare the
+loop a stderr nobody reads, but would lose the last lines before a crash, the ones that explain it,
+and let stderr lag the stdout line saying the server listens.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +36,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 document[key] = value
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            document["exception"] = record.exc_text
         return json.dumps(document, default=str)
 
 
