@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format proto ci clean bench bench-durability bench-stats loadtest loadtest-host
+.PHONY: run test lint format proto ci clean bench bench-durability bench-stats dev-certs loadtest loadtest-host
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## dev-certs: a development CA, server and client certificates and tokens in ./secrets (ARGS=--force to renew)
+dev-certs: $(STAMP)
+	$(BIN)/python scripts/dev_certs.py $(ARGS)
 
 ## proto: regenerate client/streamstats/v1 from proto/
 proto: $(STAMP)

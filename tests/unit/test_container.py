@@ -4,12 +4,16 @@ The checkers below read the files the way Docker and Compose do (instructions pe
 sources against the build context and .dockerignore, compose services, volumes, healthchecks,
 commands) and return a list of problems. Each runs on the real repo (no problems), and on a copy of the
 relevant files with one thing broken (that problem found), so no check passes vacuously. The health
-probe the images run, docker/healthcheck.py, is also run for real against a real server.
+probe the images run, docker/healthcheck.py, is also run for real against real servers, plaintext and
+TLS, and the compose profile "secure" is started for real (outside Docker) with certificates and tokens
+from scripts/dev_certs.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import ipaddress
 import json
 import os
 import posixpath
@@ -22,9 +26,9 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +39,12 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from streamstats.v1 import streamstats_pb2 as pb
+from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
+from streamstats_server.config import parse_config
+from tests.conftest import ServerFactory
+from tests.e2e.pki import Pki, make_pki
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = "docker-compose.yml"
 SERVER_DOCKERFILE = "Dockerfile"
@@ -42,7 +52,27 @@ LOCUST_DOCKERFILE = "docker/locust.Dockerfile"
 HEALTHCHECK_SCRIPT = "docker/healthcheck.py"
 ENTRYPOINT_SCRIPT = "docker/locust-entrypoint.sh"
 REQUIREMENT_SCRIPT = "docker/requirement.py"
+DEV_CERTS_SCRIPT = "scripts/dev_certs.py"
 SERVER_PORT = "50051"
+# The compose services that run the server image: the load test's (plaintext, --insecure, on the compose
+# network) and the one in the profile "secure" (TLS and tokens from a read-only ./secrets).
+SERVER_SERVICE = "server"
+SECURE_SERVICE = "server-secure"
+SECURE_PROFILE = "secure"
+SECRETS_SOURCE = "./secrets"
+# What the build context must never send to the daemon (it could end up in a layer).
+LOCAL_STATE = (
+    ".venv",
+    ".git",
+    ".env",
+    "data",
+    "results",
+    "secrets",
+    "secrets/tokens.toml",
+    "secrets/server.key",
+    ".pytest_cache",
+    "server/streamstats_server/__pycache__",
+)
 # Programs (and bash's pseudo-files) that only show a port is open, not that the server serves.
 TCP_PROBES = ("nc", "netcat", "ncat", "curl", "wget", "telnet", "socat", "/dev/tcp", "/dev/udp")
 # Files a COPY'd folder must not lose to .dockerignore (caches and the like may go).
@@ -385,6 +415,9 @@ def check_dockerfile(root: Path, dockerfile: str, context: str = ".", *, server:
     # What is copied from the build context exists there and is not excluded by .dockerignore.
     context_dir = root / context
     rules = read_dockerignore(context_dir)
+    for local in LOCAL_STATE:
+        if not is_ignored(local, rules):
+            problems.append(f"{name}: the build context sends {local} (add it to {context}/.dockerignore)")
     for stage in parsed.stages:
         for copy in copies(stage):
             if copy.from_stage is not None:
@@ -458,11 +491,40 @@ def check_dockerfile(root: Path, dockerfile: str, context: str = ".", *, server:
     return problems
 
 
+def server_refusal(environ: Mapping[str, str], argv: list[str] | None = None) -> str | None:
+    """Why streamstats-server would refuse to start with this environment (and flags), or None.
+
+    The server's own parse_config, so this follows its safety rule (no non-loopback address without
+    TLS, tokens or --insecure) and its other checks (--tls-cert without --tls-key, bad values). Only
+    flags and variables are checked: no file is read, nothing listens.
+    """
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            parse_config(
+                argv or [], environ={k: v for k, v in environ.items() if k.startswith("STREAMSTATS_")}
+            )
+    except SystemExit:
+        lines = captured.getvalue().strip().splitlines()
+        return lines[-1] if lines else "exited"
+    return None
+
+
 def _check_server_stage(root: Path, context: str, name: str, final: Stage) -> list[str]:
     problems = []
     env = stage_env(final)
     if env.get("STREAMSTATS_HOST") != "0.0.0.0":
         problems.append(f"{name}: ENV STREAMSTATS_HOST is {env.get('STREAMSTATS_HOST')!r}, not 0.0.0.0")
+    # Safe by default: as built, the server refuses to listen on 0.0.0.0 until the deployment chooses
+    # TLS, tokens or --insecure; an ENV that makes that choice would open every container of the image.
+    refusal = server_refusal(env)
+    if refusal is None:
+        problems.append(
+            f"{name}: the image serves openly by default: its ENV sets TLS, tokens or STREAMSTATS_INSECURE "
+            "(leave that choice to each deployment)"
+        )
+    elif "refusing to listen" not in refusal:
+        problems.append(f"{name}: the server cannot start with the image's ENV: {refusal}")
     data_dir = env.get("STREAMSTATS_DATA_DIR", "")
     volumes = set()
     for instruction in final.all("VOLUME"):
@@ -540,16 +602,98 @@ def _seconds(duration: str) -> float:
     return hours * 3600.0 + minutes * 60.0 + seconds
 
 
-def _mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
-    """(source, target) of each volume entry, short or long syntax."""
+@dataclass(frozen=True)
+class Mount:
+    source: str  # a named volume, or a host path (./secrets) for a bind mount
+    target: str
+    read_only: bool
+
+    @property
+    def is_bind(self) -> bool:
+        return self.source.startswith((".", "/", "~"))
+
+
+def _volume_entries(service: dict[str, Any]) -> list[Mount]:
+    """Each volume entry, short (source:target[:ro,...]) or long syntax."""
     mounts = []
     for entry in service.get("volumes", []) or []:
         if isinstance(entry, dict):
-            mounts.append((interpolate(entry.get("source", "")), interpolate(entry.get("target", ""))))
+            mounts.append(
+                Mount(
+                    interpolate(entry.get("source", "")),
+                    interpolate(entry.get("target", "")),
+                    bool(entry.get("read_only", False)),
+                )
+            )
         else:
             source, _, rest = interpolate(entry).partition(":")
-            mounts.append((source, rest.split(":")[0]))
+            target, _, mode = rest.partition(":")
+            mounts.append(Mount(source, target, "ro" in mode.split(",")))
     return mounts
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each volume entry, short or long syntax."""
+    return [(m.source, m.target) for m in _volume_entries(service)]
+
+
+def _published_ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each published port; "" for no address (all)."""
+    ports = []
+    for entry in service.get("ports", []) or []:
+        if isinstance(entry, dict):
+            ports.append(
+                (
+                    interpolate(entry.get("host_ip", "")),
+                    interpolate(entry.get("published", "")),
+                    interpolate(entry.get("target", "")),
+                )
+            )
+            continue
+        text = interpolate(entry).split("/")[0]  # no /tcp
+        rest, _, target = text.rpartition(":")
+        address, _, published = rest.rpartition(":")
+        ports.append((address, published, target))
+    return ports
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _under(path: str, folder: str) -> bool:
+    return posixpath.normpath(path).startswith(folder.rstrip("/") + "/")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def dev_certs_files(root: Path) -> tuple[str, ...]:
+    """The file names scripts/dev_certs.py writes (its FILES), read from the script."""
+    path = root / DEV_CERTS_SCRIPT
+    if not path.is_file():
+        return ()
+    return tuple(load_script(path).FILES)
+
+
+def load_script(path: Path) -> Any:
+    """A script (not a package module) imported from its file, under a name of its own."""
+    name = "streamstats_script_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
 
 
 def _depends_condition(service: dict[str, Any], other: str) -> str | None:
@@ -571,6 +715,158 @@ def _dockerfile_of(service: dict[str, Any]) -> tuple[str, str] | None:
     return str(build.get("context", ".")), str(build.get("dockerfile", "Dockerfile"))
 
 
+def _grants_group_write(run: str, path: str) -> bool:
+    """Whether a RUN's commands include a chmod that makes ``path`` group-writable (775, g+w, ...)."""
+    for command in re.split(r"&&|;|\|\|", run):
+        words = shlex.split(command)
+        if not words or words[0] != "chmod":
+            continue
+        args = [w for w in words[1:] if not w.startswith("-")]
+        if len(args) < 2 or path not in args[1:]:
+            continue
+        mode = args[0]
+        if re.fullmatch(r"[0-7]{3,4}", mode) and int(mode[-2]) & 2:
+            return True
+        for clause in mode.split(","):
+            symbolic = re.fullmatch(r"([ugoa]*)[+=]([rwxXst]*)", clause)
+            if (
+                symbolic
+                and "w" in symbolic.group(2)
+                and (symbolic.group(1) in ("", "a") or "g" in symbolic.group(1))
+            ):
+                return True
+    return False
+
+
+def _check_server_service(
+    root: Path,
+    name: str,
+    service: dict[str, Any],
+    built: tuple[str, Stage] | None,
+    declared_volumes: set[str],
+) -> list[str]:
+    """A compose service running the server image: data, health check, ports, user, configuration."""
+    problems = []
+    image_env = stage_env(built[1]) if built is not None else {}
+    env = {**image_env, **as_env(service.get("environment"))}
+    data_dir = env.get("STREAMSTATS_DATA_DIR", "/data")
+    volumes = _volume_entries(service)
+    named = [m for m in volumes if m.source and not m.is_bind]
+    if not any(m.target == data_dir for m in named):
+        problems.append(f"service {name}: no named volume mounted at its data dir {data_dir}")
+    for mount in named:
+        if mount.source not in declared_volumes:
+            problems.append(
+                f"service {name}: the named volume {mount.source!r} is not declared under volumes:"
+            )
+
+    healthcheck = service.get("healthcheck") or {}
+    test = healthcheck.get("test")
+    if not test or healthcheck.get("disable"):
+        problems.append(f"service {name}: no healthcheck")
+    else:
+        words = as_argv(test)
+        probe = _tcp_probe(words)
+        if probe:
+            problems.append(f"service {name}: the healthcheck is a TCP probe ({probe}), not a gRPC Check")
+        if not any(word.endswith(".py") for word in words):
+            problems.append(f"service {name}: the healthcheck does not run the Python health probe")
+        if words and words[0] == "CMD" and built is not None:
+            context_rel, stage = built
+            problems += _check_image_paths(root, context_rel, stage, words[1:], f"service {name} healthcheck")
+
+    # Published for the host's own clients only: on its loopback, to the port the server listens on.
+    port = env.get("STREAMSTATS_PORT", SERVER_PORT)
+    for address, published, target in _published_ports(service):
+        if not _is_loopback(address):
+            problems.append(
+                f"service {name}: port {published}:{target} is published on {address or 'every address'}, "
+                "not on the host's loopback (127.0.0.1)"
+            )
+        if target != port:
+            problems.append(
+                f"service {name}: publishes container port {target}, but the server listens on {port}"
+            )
+
+    # The server accepts this configuration (the image's ENV, then the service's environment).
+    command = as_argv(service.get("command"))
+    argv = command[1:] if command[:1] and posixpath.basename(command[0]) == "streamstats-server" else command
+    refusal = server_refusal(env, argv)
+    if refusal is not None:
+        problems.append(f"service {name}: the server would refuse to start: {refusal}")
+
+    # Not root; another uid may only write the image's /data through the image's group.
+    user = interpolate(service.get("user", ""))
+    if user:
+        uid, _, gid = user.partition(":")
+        if uid in ("0", "root") or gid in ("0", "root"):
+            problems.append(f"service {name}: runs as root ({user})")
+        image_user = built[1].last("USER") if built is not None else None
+        if image_user is not None and uid != image_user.args.split(":")[0]:
+            image_gid = image_user.args.partition(":")[2] or image_user.args
+            writable = built is not None and any(
+                _grants_group_write(run.args, data_dir) for run in built[1].all("RUN")
+            )
+            if gid != image_gid or not writable:
+                problems.append(
+                    f"service {name}: runs as {user}, which cannot write its data dir {data_dir} (it needs "
+                    f"group {image_gid}, and the image must make {data_dir} group-writable)"
+                )
+    return problems
+
+
+def _check_secure_service(root: Path, service: dict[str, Any]) -> list[str]:
+    """server-secure: in its profile, TLS + tokens from a read-only ./secrets, a health check over TLS."""
+    name = SECURE_SERVICE
+    problems = []
+    if SECURE_PROFILE not in (service.get("profiles") or []):
+        problems.append(f"service {name}: not in the profile {SECURE_PROFILE!r} (plain `up` would start it)")
+    secrets = [m for m in _volume_entries(service) if m.source.rstrip("/") == SECRETS_SOURCE]
+    if not secrets:
+        problems.append(f"service {name}: does not mount {SECRETS_SOURCE}")
+        return problems
+    folder = secrets[0].target
+    if not secrets[0].read_only:
+        problems.append(f"service {name}: mounts {SECRETS_SOURCE} at {folder} writable, not read-only (:ro)")
+    written = dev_certs_files(root)
+
+    def in_secrets(what: str, path: str | None) -> None:
+        if not path:
+            problems.append(f"service {name}: no {what}")
+        elif not _under(path, folder):
+            problems.append(f"service {name}: {what} {path} is not in the read-only {SECRETS_SOURCE} mount")
+        elif posixpath.basename(path) not in written:
+            problems.append(
+                f"service {name}: {what} {path} is not a file {DEV_CERTS_SCRIPT} writes "
+                f"({', '.join(written)})"
+            )
+
+    env = as_env(service.get("environment"))
+    for key in ("STREAMSTATS_TLS_CERT", "STREAMSTATS_TLS_KEY", "STREAMSTATS_AUTH_TOKENS"):
+        in_secrets(key, env.get(key))
+    if env.get("STREAMSTATS_TLS_CLIENT_CA"):
+        in_secrets("STREAMSTATS_TLS_CLIENT_CA", env["STREAMSTATS_TLS_CLIENT_CA"])
+    if _truthy(env.get("STREAMSTATS_INSECURE")):
+        problems.append(f"service {name}: sets STREAMSTATS_INSECURE")
+
+    # The probe speaks TLS, trusting a CA from the mount; where mutual TLS can be switched on
+    # (STREAMSTATS_TLS_CLIENT_CA is in the environment), it presents the client certificate too.
+    words = as_argv((service.get("healthcheck") or {}).get("test"))
+    in_secrets(
+        "healthcheck --tls-ca", flag_value(words, "--tls-ca") or env.get("STREAMSTATS_HEALTHCHECK_TLS_CA")
+    )
+    if "STREAMSTATS_TLS_CLIENT_CA" in env:
+        for flag in ("--tls-cert", "--tls-key"):
+            value = flag_value(words, flag) or env.get(
+                f"STREAMSTATS_HEALTHCHECK_{flag[2:].replace('-', '_').upper()}"
+            )
+            if not value:
+                problems.append(f"service {name}: the healthcheck has no {flag}, which mutual TLS needs")
+            else:
+                in_secrets(f"healthcheck {flag}", value)
+    return problems
+
+
 def check_compose(root: Path, compose_file: str = COMPOSE_FILE) -> list[str]:
     """Problems of docker-compose.yml, including every Dockerfile its services build."""
     path = root / compose_file
@@ -582,7 +878,7 @@ def check_compose(root: Path, compose_file: str = COMPOSE_FILE) -> list[str]:
         return [f"{compose_file}: no services"]
     services: dict[str, Any] = config["services"]
     problems: list[str] = []
-    for needed in ("server", "master", "worker"):
+    for needed in (SERVER_SERVICE, SECURE_SERVICE, "master", "worker"):
         if not isinstance(services.get(needed), dict):
             problems.append(f"{compose_file}: no service {needed!r}")
     if problems:
@@ -591,7 +887,7 @@ def check_compose(root: Path, compose_file: str = COMPOSE_FILE) -> list[str]:
     declared_volumes = set((config.get("volumes") or {}).keys())
 
     # Every service's build: the context and its Dockerfile exist, and the Dockerfile passes its checks.
-    server_stage: tuple[str, Stage] | None = None
+    server_stages: dict[str, tuple[str, Stage]] = {}
     for name, service in services.items():
         build = _dockerfile_of(service)
         if build is None:
@@ -610,12 +906,14 @@ def check_compose(root: Path, compose_file: str = COMPOSE_FILE) -> list[str]:
         dockerfile_rel = posixpath.normpath(posixpath.join(context_rel, dockerfile))
         problems += [
             f"service {name}: {p}"
-            for p in check_dockerfile(root, dockerfile_rel, context_rel, server=name == "server")
+            for p in check_dockerfile(
+                root, dockerfile_rel, context_rel, server=name in (SERVER_SERVICE, SECURE_SERVICE)
+            )
         ]
-        if name == "server":
+        if name in (SERVER_SERVICE, SECURE_SERVICE):
             stages = parse_dockerfile(context_dir / dockerfile).stages
             if stages:
-                server_stage = (context_rel, stages[-1])
+                server_stages[name] = (context_rel, stages[-1])
         for command in (service.get("command"), service.get("entrypoint")):
             argv = as_argv(command)
             if argv[:1] and posixpath.basename(argv[0]) in ("sh", "bash") and argv[1:2] == ["-c"]:
@@ -623,32 +921,39 @@ def check_compose(root: Path, compose_file: str = COMPOSE_FILE) -> list[str]:
         if any(word == "--slave" or word.startswith("--slave") for word in as_argv(service.get("command"))):
             problems.append(f"service {name}: uses --slave (removed from locust); use --worker")
 
-    # server: its data dir in a declared named volume, a real gRPC health check.
-    server = services["server"]
-    data_dir = "/data"
-    if server_stage is not None:
-        data_dir = stage_env(server_stage[1]).get("STREAMSTATS_DATA_DIR", data_dir)
-    data_dir = as_env(server.get("environment")).get("STREAMSTATS_DATA_DIR", data_dir)
-    named = [(s, t) for s, t in _mounts(server) if s and not s.startswith((".", "/", "~"))]
-    if not any(t == data_dir for _, t in named):
-        problems.append(f"service server: no named volume mounted at its data dir {data_dir}")
-    for source, _ in named:
-        if source not in declared_volumes:
-            problems.append(f"service server: the named volume {source!r} is not declared under volumes:")
-    healthcheck = server.get("healthcheck") or {}
-    test = healthcheck.get("test")
-    if not test or healthcheck.get("disable"):
-        problems.append("service server: no healthcheck")
-    else:
-        words = as_argv(test)
-        probe = _tcp_probe(words)
-        if probe:
-            problems.append(f"service server: the healthcheck is a TCP probe ({probe}), not a gRPC Check")
-        if not any(word.endswith(".py") for word in words):
-            problems.append("service server: the healthcheck does not run the Python health probe")
-        if words and words[0] == "CMD" and server_stage is not None:
-            context_rel, stage = server_stage
-            problems += _check_image_paths(root, context_rel, stage, words[1:], "service server healthcheck")
+    # The two servers: each on its own data volume, a real gRPC health check, loopback ports, and a
+    # configuration the server accepts; the default one explicitly --insecure, the secure one TLS + tokens.
+    for name in (SERVER_SERVICE, SECURE_SERVICE):
+        problems += _check_server_service(
+            root, name, services[name], server_stages.get(name), declared_volumes
+        )
+    problems += _check_secure_service(root, services[SECURE_SERVICE])
+    server, secure = services[SERVER_SERVICE], services[SECURE_SERVICE]
+    if _dockerfile_of(secure) != _dockerfile_of(server) or secure.get("image") != server.get("image"):
+        problems.append(
+            f"service {SECURE_SERVICE}: does not build and run the same image as {SERVER_SERVICE}"
+        )
+    shared = {m.source for m in _volume_entries(server) if not m.is_bind} & {
+        m.source for m in _volume_entries(secure) if not m.is_bind
+    }
+    if shared:
+        problems.append(
+            f"service {SECURE_SERVICE}: shares the volume(s) {sorted(shared)} with {SERVER_SERVICE} "
+            "(two servers on one data dir corrupt it)"
+        )
+    clash = {p for _, p, _ in _published_ports(server)} & {p for _, p, _ in _published_ports(secure)}
+    if clash:
+        problems.append(
+            f"service {SECURE_SERVICE}: publishes the same host port(s) {sorted(clash)} as server"
+        )
+    if not _truthy(as_env(server.get("environment")).get("STREAMSTATS_INSECURE")):
+        problems.append(
+            f"service {SERVER_SERVICE}: does not set STREAMSTATS_INSECURE explicitly (the load test speaks "
+            "plaintext, and without TLS or tokens the image refuses to listen on 0.0.0.0 unless told so)"
+        )
+    for name in (SERVER_SERVICE, "master", "worker"):
+        if services[name].get("profiles"):
+            problems.append(f"service {name}: in profiles {services[name]['profiles']}, so `up` skips it")
 
     # master: headless, waits for a healthy server, bounded, reports into a mounted ./results.
     master = services["master"]
@@ -737,10 +1042,7 @@ def test_compose_builds_both_images_and_the_entry_points_are_real() -> None:
 
 def test_the_healthcheck_script_is_valid_python_and_importable() -> None:
     assert _check_python(ROOT, HEALTHCHECK_SCRIPT, "probe") == []
-    spec = importlib.util.spec_from_file_location("streamstats_docker_healthcheck", ROOT / HEALTHCHECK_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / HEALTHCHECK_SCRIPT)
     args = module.parse_args([], {"STREAMSTATS_PORT": "6000"})
     assert (args.host, args.port, args.service) == ("127.0.0.1", 6000, "")
     assert 0 < args.timeout <= 5
@@ -797,14 +1099,7 @@ def test_the_locust_entrypoint_checks_the_results_folder_then_execs_locust(tmp_p
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     rules = read_dockerignore(ROOT)
-    for path in (
-        ".venv",
-        ".git",
-        "data",
-        "results",
-        ".pytest_cache",
-        "server/streamstats_server/__pycache__",
-    ):
+    for path in (*LOCAL_STATE, "secrets/ca.pem", "secrets/client.key", "elsewhere/server.key", "x/ca.pem"):
         assert is_ignored(path, rules), path
     for path in ("pyproject.toml", "README.md", "server/streamstats_server/app.py", "loadtest/locustfile.py"):
         assert not is_ignored(path, rules), path
@@ -851,6 +1146,7 @@ COPIED = (
     "client",
     "server",
     "loadtest",
+    DEV_CERTS_SCRIPT,
 )
 
 
@@ -861,6 +1157,7 @@ def repo_copy(tmp_path: Path) -> Path:
         if source.is_dir():
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.exists():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, tmp_path / name)
     return tmp_path
 
@@ -887,7 +1184,12 @@ MUTATIONS = [
         "runs under a shell",
     ),
     (COMPOSE_FILE, "condition: service_healthy", "condition: service_started", "condition: service_healthy"),
-    (COMPOSE_FILE, "\nvolumes:\n  streamstats-data:\n", "\n", "is not declared under volumes"),
+    (
+        COMPOSE_FILE,
+        "\nvolumes:\n  streamstats-data:\n",
+        "\nvolumes:\n",
+        "'streamstats-data' is not declared under volumes",
+    ),
     (COMPOSE_FILE, "- streamstats-data:/data", "- ./data:/data", "no named volume mounted at its data dir"),
     (
         COMPOSE_FILE,
@@ -901,7 +1203,12 @@ MUTATIONS = [
         "bash -c 'echo > /dev/tcp/127.0.0.1/50051' # healthcheck.py",
         "TCP probe (/dev/tcp)",
     ),
-    (COMPOSE_FILE, "/opt/streamstats/healthcheck.py", "/opt/streamstats/probe.py", "probe.py is not copied"),
+    (
+        COMPOSE_FILE,
+        '"/opt/streamstats/healthcheck.py", "--timeout", "2"]',
+        '"/opt/streamstats/probe.py", "--timeout", "2"]',
+        "probe.py is not copied",
+    ),
     (
         COMPOSE_FILE,
         "    dockerfile: Dockerfile\n",
@@ -910,8 +1217,8 @@ MUTATIONS = [
     ),
     (
         COMPOSE_FILE,
-        "      context: .\n      dockerfile: Dockerfile\n",
-        "      context: ./nowhere\n      dockerfile: Dockerfile\n",
+        "    context: .\n    dockerfile: Dockerfile\n",
+        "    context: ./nowhere\n    dockerfile: Dockerfile\n",
         "build context ./nowhere does not exist",
     ),
     (
@@ -983,6 +1290,133 @@ MUTATIONS = [
     (HEALTHCHECK_SCRIPT, "def main(", "def main(:", "is not valid Python"),
     (".dockerignore", "\ndata\n", "\ndata\nserver\n", "COPY server/: excluded by .dockerignore"),
     (".dockerignore", "\ndata\n", "\ndata\n**/*.typed\n", ".dockerignore drops"),
+    (".dockerignore", "\nsecrets\n", "\n", "the build context sends secrets"),
+    (".dockerignore", "\n**/*.pem\n", "\n**/*.pem\n!secrets/server.key\n", "sends secrets/server.key"),
+    # The image stays safe by default; the default server chooses plaintext explicitly.
+    (
+        SERVER_DOCKERFILE,
+        "    STREAMSTATS_HOST=0.0.0.0 \\\n",
+        "    STREAMSTATS_HOST=0.0.0.0 \\\n    STREAMSTATS_INSECURE=1 \\\n",
+        "serves openly by default",
+    ),
+    (COMPOSE_FILE, '      STREAMSTATS_INSECURE: "1"\n', "", "does not set STREAMSTATS_INSECURE explicitly"),
+    (COMPOSE_FILE, 'STREAMSTATS_INSECURE: "1"', 'STREAMSTATS_INSECURE: "0"', "refusing to listen on 0.0.0.0"),
+    (COMPOSE_FILE, 'STREAMSTATS_INSECURE: "1"', 'STREAMSTATS_INSECURE: "maybe"', "would refuse to start"),
+    (
+        COMPOSE_FILE,
+        '"127.0.0.1:${STREAMSTATS_PUBLISHED_PORT:-50051}:50051"',
+        '"${STREAMSTATS_PUBLISHED_PORT:-50051}:50051"',
+        "published on every address",
+    ),
+    (
+        COMPOSE_FILE,
+        "  server:\n    <<: *server\n",
+        "  server:\n    <<: *server\n    profiles: [x]\n",
+        "`up` skips",
+    ),
+    # server-secure: its profile, TLS + tokens from the read-only ./secrets, its own volume and port.
+    (COMPOSE_FILE, '    profiles: ["secure"]\n', "", "not in the profile 'secure'"),
+    (COMPOSE_FILE, "      STREAMSTATS_AUTH_TOKENS: /secrets/tokens.toml\n", "", "no STREAMSTATS_AUTH_TOKENS"),
+    (
+        COMPOSE_FILE,
+        "      STREAMSTATS_TLS_KEY: /secrets/server.key\n",
+        "",
+        "--tls-cert and --tls-key go together",
+    ),
+    (
+        COMPOSE_FILE,
+        "      STREAMSTATS_TLS_CERT: /secrets/server.pem\n      STREAMSTATS_TLS_KEY: /secrets/server.key\n",
+        "",
+        "no STREAMSTATS_TLS_CERT",
+    ),
+    (
+        COMPOSE_FILE,
+        "STREAMSTATS_TLS_CERT: /secrets/server.pem",
+        "STREAMSTATS_TLS_CERT: /etc/ssl/server.pem",
+        "not in the read-only ./secrets mount",
+    ),
+    (
+        COMPOSE_FILE,
+        "STREAMSTATS_TLS_CERT: /secrets/server.pem",
+        "STREAMSTATS_TLS_CERT: /secrets/cert.pem",
+        "not a file scripts/dev_certs.py writes",
+    ),
+    (
+        COMPOSE_FILE,
+        "${STREAMSTATS_SECURE_CLIENT_CA:-}",
+        "${STREAMSTATS_SECURE_CLIENT_CA:-/etc/ca.pem}",
+        "STREAMSTATS_TLS_CLIENT_CA /etc/ca.pem is not in the read-only",
+    ),
+    (
+        COMPOSE_FILE,
+        "      STREAMSTATS_AUTH_TOKENS: /secrets/tokens.toml\n",
+        '      STREAMSTATS_AUTH_TOKENS: /secrets/tokens.toml\n      STREAMSTATS_INSECURE: "true"\n',
+        "server-secure: sets STREAMSTATS_INSECURE",
+    ),
+    (COMPOSE_FILE, "- ./secrets:/secrets:ro", "- ./secrets:/secrets", "writable, not read-only"),
+    (COMPOSE_FILE, "- ./secrets:/secrets:ro", "- ./secrets:/secrets:rw", "writable, not read-only"),
+    (COMPOSE_FILE, "- ./secrets:/secrets:ro", "- ./certs:/secrets:ro", "does not mount ./secrets"),
+    (
+        COMPOSE_FILE,
+        "- ./secrets:/secrets:ro",
+        "- ./secrets:/run/tls:ro",
+        "not in the read-only ./secrets mount",
+    ),
+    (
+        COMPOSE_FILE,
+        '        - "--tls-ca"\n        - "/secrets/ca.pem"\n',
+        "",
+        "no healthcheck --tls-ca",
+    ),
+    (
+        COMPOSE_FILE,
+        '        - "/secrets/ca.pem"\n',
+        '        - "/etc/ssl/ca.pem"\n',
+        "--tls-ca /etc/ssl/ca.pem is not in",
+    ),
+    (
+        COMPOSE_FILE,
+        '        - "--tls-cert"\n        - "/secrets/client.pem"\n'
+        '        - "--tls-key"\n        - "/secrets/client.key"\n',
+        "",
+        "no --tls-cert, which mutual TLS needs",
+    ),
+    (
+        COMPOSE_FILE,
+        '"127.0.0.1:${STREAMSTATS_SECURE_PUBLISHED_PORT:-50052}:50051"',
+        '"0.0.0.0:${STREAMSTATS_SECURE_PUBLISHED_PORT:-50052}:50051"',
+        "published on 0.0.0.0",
+    ),
+    (
+        COMPOSE_FILE,
+        "${STREAMSTATS_SECURE_PUBLISHED_PORT:-50052}:50051",
+        "${STREAMSTATS_SECURE_PUBLISHED_PORT:-50052}:6000",
+        "publishes container port 6000",
+    ),
+    (
+        COMPOSE_FILE,
+        "${STREAMSTATS_SECURE_PUBLISHED_PORT:-50052}",
+        "${STREAMSTATS_SECURE_PUBLISHED_PORT:-50051}",
+        "same host port",
+    ),
+    (COMPOSE_FILE, "- streamstats-secure-data:/data", "- streamstats-data:/data", "shares the volume"),
+    (COMPOSE_FILE, "- streamstats-secure-data:/data", "- ./secure-data:/data", "no named volume mounted"),
+    (COMPOSE_FILE, "\n  streamstats-secure-data:\n", "\n", "'streamstats-secure-data' is not declared"),
+    (COMPOSE_FILE, 'user: "${SECRETS_UID:-1000}:10001"', 'user: "0:10001"', "runs as root"),
+    (
+        COMPOSE_FILE,
+        'user: "${SECRETS_UID:-1000}:10001"',
+        'user: "${SECRETS_UID:-1000}:${SECRETS_GID:-1000}"',
+        "cannot write its data dir",
+    ),
+    (SERVER_DOCKERFILE, " \\\n    && chmod 0775 /data\n", "\n", "cannot write its data dir"),
+    (
+        COMPOSE_FILE,
+        "  server-secure:\n    <<: *server\n",
+        "  server-secure:\n    <<: *server\n    image: streamstats-other:latest\n",
+        "does not build and run the same image",
+    ),
+    (COMPOSE_FILE, "  server-secure:\n", "  server-tls:\n", "no service 'server-secure'"),
 ]
 
 
@@ -1006,7 +1440,7 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def compose_config(root: Path) -> subprocess.CompletedProcess[str]:
+def compose_config(root: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
     command = compose_command()
     if command is None:
         pytest.skip("no docker compose / docker-compose here")
@@ -1014,7 +1448,7 @@ def compose_config(root: Path) -> subprocess.CompletedProcess[str]:
         k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "STREAMSTATS_", "RESULTS_"))
     }
     return subprocess.run(
-        [*command, "-f", str(root / COMPOSE_FILE), "config", "-q"],
+        [*command, *(f"--profile={p}" for p in profiles), "-f", str(root / COMPOSE_FILE), "config", "-q"],
         capture_output=True,
         text=True,
         cwd=root,
@@ -1024,14 +1458,26 @@ def compose_config(root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_compose_itself_validates_the_file() -> None:
-    done = compose_config(ROOT)
+@pytest.mark.parametrize("profiles", [(), (SECURE_PROFILE,)])
+def test_compose_itself_validates_the_file(profiles: tuple[str, ...]) -> None:
+    done = compose_config(ROOT, *profiles)
     assert done.returncode == 0, done.stderr
 
 
-def test_compose_itself_rejects_a_broken_copy(repo_copy: Path) -> None:
-    _replace(repo_copy / COMPOSE_FILE, "condition: service_healthy", "condition: service_healty")
-    done = compose_config(repo_copy)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("condition: service_healthy", "condition: service_healty"),
+        ('profiles: ["secure"]', "profiles: secure"),
+        (
+            "      retries: 3\n      start_period: 60s\n\n  master:",
+            "      retries: 3\n      start_perod: 60s\n\n  master:",
+        ),
+    ],
+)
+def test_compose_itself_rejects_a_broken_copy(repo_copy: Path, old: str, new: str) -> None:
+    _replace(repo_copy / COMPOSE_FILE, old, new)
+    done = compose_config(repo_copy, SECURE_PROFILE)
     assert done.returncode != 0
 
 
@@ -1048,14 +1494,14 @@ def _environ(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def real_server() -> Iterator[int]:
-    """`python -m streamstats_server --port 0 --in-memory`; yields the port it printed."""
+def real_server(**env: str) -> Iterator[int]:
+    """`python -m streamstats_server --port 0 --in-memory` (with env); yields the port it printed."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamstats_server", "--port", "0", "--in-memory"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_environ(),
+        env=_environ(**env),
     )
     try:
         assert proc.stdout is not None
@@ -1121,3 +1567,185 @@ def test_the_probe_fails_when_the_server_is_not_serving() -> None:
         assert done.returncode == 0, done.stderr
     finally:
         server.stop(None)
+
+
+def test_the_image_refuses_to_serve_openly_and_says_what_to_do(tmp_path: Path) -> None:
+    """The server image as built (ENV STREAMSTATS_HOST=0.0.0.0, nothing else chosen): exit 2, one line."""
+    image_env = stage_env(parse_dockerfile(ROOT / SERVER_DOCKERFILE).stages[-1])
+    env = {k: v for k, v in image_env.items() if k.startswith("STREAMSTATS_")}
+    assert env["STREAMSTATS_HOST"] == "0.0.0.0"
+    # Not what the refusal depends on; only so that nothing listens on 50051 or writes /data if it regresses.
+    env.update(STREAMSTATS_PORT="0", STREAMSTATS_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run(
+        [sys.executable, "-m", "streamstats_server"],
+        capture_output=True,
+        text=True,
+        env=_environ(**env),
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for needed in ("refusing to listen on 0.0.0.0", "--tls-cert", "--auth-tokens", "--insecure"):
+        assert needed in lines[0], lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+# -- the health probe over TLS, against in-process servers (tests/conftest.py) ------------------------
+
+
+@pytest.fixture
+def storage_mode() -> str:
+    return "memory"  # the probe does not care where streams are kept
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path)
+
+
+def _port(address: str) -> str:
+    return address.rsplit(":", 1)[1]
+
+
+def test_the_probe_speaks_tls_and_needs_no_token(
+    server_factory: ServerFactory, pki: Pki, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[[token]]\nname = "ops"\nsecret = "ops-secret-0123456789"\nscopes = ["read"]\n')
+    port = _port(
+        server_factory(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), auth_tokens=str(tokens))
+    )
+    ca = str(pki.ca)
+    done, _ = run_probe("--tls-ca", ca, STREAMSTATS_PORT=port)
+    assert done.returncode == 0, done.stderr
+    assert "(TLS)" in done.stdout and "SERVING" in done.stdout
+    # The certificate is for 127.0.0.1 (dialed) and localhost; --server-name checks another name.
+    done, _ = run_probe("--tls-ca", ca, "--server-name", "localhost", STREAMSTATS_PORT=port)
+    assert done.returncode == 0, done.stderr
+    done, _ = run_probe(
+        "--tls-ca", ca, "--server-name", "db.example.com", "--timeout", "5", STREAMSTATS_PORT=port
+    )
+    assert done.returncode == 1 and "server name db.example.com" in done.stderr
+    # Plaintext to a TLS port, a CA that did not sign it, the system's roots: all unhealthy, quickly.
+    for args, shown in (
+        ((), "(plaintext)"),
+        (("--tls-ca", str(pki.other_ca)), f"CA {pki.other_ca}"),
+        (("--tls",), "CA system roots"),
+    ):
+        done, elapsed = run_probe(*args, "--timeout", "5", STREAMSTATS_PORT=port)
+        assert done.returncode == 1 and shown in done.stderr, (args, done.stderr)
+        assert "UNAVAILABLE" in done.stderr and elapsed < 15
+    done, _ = run_probe("--tls-ca", str(tmp_path / "missing.pem"), STREAMSTATS_PORT=port)
+    assert done.returncode == 1 and "cannot read a TLS file" in done.stderr
+    # As the image's HEALTHCHECK runs it: variables only; TLS since the server's STREAMSTATS_TLS_CERT is set.
+    env = {"STREAMSTATS_PORT": port, "STREAMSTATS_TLS_CERT": str(pki.server_cert)}
+    done, _ = run_probe("--timeout", "5", **env)
+    assert done.returncode == 1 and "(TLS)" in done.stderr
+    done, _ = run_probe(
+        **env, STREAMSTATS_HEALTHCHECK_TLS_CA=ca, STREAMSTATS_HEALTHCHECK_SERVER_NAME="localhost"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_probe_presents_a_client_certificate_for_mutual_tls(
+    server_factory: ServerFactory, pki: Pki
+) -> None:
+    port = _port(
+        server_factory(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca))
+    )
+    ca, cert, key = str(pki.ca), str(pki.client_cert), str(pki.client_key)
+    done, _ = run_probe("--tls-ca", ca, "--timeout", "5", STREAMSTATS_PORT=port)
+    assert done.returncode == 1 and "client certificate none" in done.stderr
+    done, _ = run_probe("--tls-ca", ca, "--tls-cert", cert, "--tls-key", key, STREAMSTATS_PORT=port)
+    assert done.returncode == 0, done.stderr
+    done, _ = run_probe(
+        STREAMSTATS_PORT=port,
+        STREAMSTATS_TLS_CERT=str(pki.server_cert),
+        STREAMSTATS_HEALTHCHECK_TLS_CA=ca,
+        STREAMSTATS_HEALTHCHECK_TLS_CERT=cert,
+        STREAMSTATS_HEALTHCHECK_TLS_KEY=key,
+    )
+    assert done.returncode == 0, done.stderr
+    done, _ = run_probe("--tls-ca", ca, "--tls-cert", cert, STREAMSTATS_PORT=port)
+    assert done.returncode == 2 and "go together" in done.stderr
+
+
+def test_the_probe_options_and_their_variables() -> None:
+    module = load_script(ROOT / HEALTHCHECK_SCRIPT)
+    args = module.parse_args([], {})
+    assert module.tls_config(args) is None  # plaintext unless something says TLS
+    args = module.parse_args([], {"STREAMSTATS_TLS_CERT": "/secrets/server.pem"})
+    assert (args.tls, args.tls_ca, args.tls_cert, args.server_name) == (True, None, None, None)
+    environ = {
+        "STREAMSTATS_HEALTHCHECK_TLS_CA": "/a/ca.pem",
+        "STREAMSTATS_HEALTHCHECK_TLS_CERT": "/a/c.pem",
+        "STREAMSTATS_HEALTHCHECK_TLS_KEY": "/a/c.key",
+        "STREAMSTATS_HEALTHCHECK_SERVER_NAME": "localhost",
+    }
+    args = module.parse_args([], environ)
+    assert (args.tls_ca, args.tls_cert, args.tls_key, args.server_name) == (
+        "/a/ca.pem",
+        "/a/c.pem",
+        "/a/c.key",
+        "localhost",
+    )
+    args = module.parse_args(["--tls-ca", "/b/ca.pem", "--server-name", "server-secure"], environ)
+    assert (args.tls_ca, args.server_name) == ("/b/ca.pem", "server-secure")
+
+
+# -- the compose profile "secure", run for real outside Docker with scripts/dev_certs.py's files ----------
+
+
+def test_the_secure_service_starts_with_dev_certs_and_its_health_check_passes(tmp_path: Path) -> None:
+    """server-secure's environment and healthcheck, with /secrets pointing at a dev_certs.py folder.
+
+    The image's ENV, then the service's environment, as compose gives them; only the address (loopback,
+    port 0) and the storage (in memory) differ from the container. Then with mutual TLS, as
+    STREAMSTATS_SECURE_CLIENT_CA=/secrets/ca.pem turns it on.
+    """
+    secrets_dir = tmp_path / "secrets"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / DEV_CERTS_SCRIPT), "--out", str(secrets_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    service = yaml.safe_load((ROOT / COMPOSE_FILE).read_text())["services"][SECURE_SERVICE]
+    mount = next(m for m in _volume_entries(service) if m.source == SECRETS_SOURCE)
+
+    def local(word: str) -> str:
+        return (
+            str(secrets_dir / posixpath.relpath(word, mount.target)) if _under(word, mount.target) else word
+        )
+
+    image_env = stage_env(parse_dockerfile(ROOT / SERVER_DOCKERFILE).stages[-1])
+    env = {
+        key: local(value)
+        for key, value in {**image_env, **as_env(service["environment"])}.items()
+        if key.startswith("STREAMSTATS_")
+    }
+    assert env["STREAMSTATS_TLS_CERT"].startswith(str(secrets_dir)) and not env["STREAMSTATS_TLS_CLIENT_CA"]
+    assert "${STREAMSTATS_SECURE_CLIENT_CA:-}" in str(service["environment"]["STREAMSTATS_TLS_CLIENT_CA"])
+    env["STREAMSTATS_HOST"] = "127.0.0.1"
+    probe = [local(word) for word in as_argv(service["healthcheck"]["test"])]
+    assert probe[:3] == ["CMD", "/opt/venv/bin/python", "/opt/streamstats/healthcheck.py"]
+    for client_ca in ("", local(f"{mount.target}/ca.pem")):
+        env["STREAMSTATS_TLS_CLIENT_CA"] = client_ca
+        with real_server(**env) as port:
+            done, _ = run_probe(*probe[3:], STREAMSTATS_PORT=str(port))
+            assert done.returncode == 0, (client_ca, done.stderr)
+            # TLS and tokens for real: over TLS with the CA, a call without a token is refused.
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=(secrets_dir / "ca.pem").read_bytes(),
+                private_key=(secrets_dir / "client.key").read_bytes(),
+                certificate_chain=(secrets_dir / "client.pem").read_bytes(),
+            )
+            with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    pb_grpc.StreamStatsStub(channel).ListStreams(pb.ListStreamsRequest(), timeout=10)
+                assert isinstance(refused.value, grpc.Call)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
