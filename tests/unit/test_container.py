@@ -1129,7 +1129,17 @@ def test_the_readme_documents_the_docker_setup() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "\n## Docker\n" in readme
     section = readme.split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
-    for needed in ("docker build", "--scale worker=", "results", "healthcheck.py", "STREAMSTATS_HOST"):
+    needed_words = (
+        "docker build",
+        "--scale worker=",
+        "results",
+        "healthcheck.py",
+        "STREAMSTATS_HOST",
+        "STREAMSTATS_INSECURE=1",
+        "--profile secure",
+        "dev_certs.py",
+    )
+    for needed in needed_words:
         assert needed in section, needed
 
 
