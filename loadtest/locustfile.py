@@ -8,12 +8,16 @@
   ``on_start`` and closes it in ``on_stop``; every call has a deadline (``--rpc-timeout``).
 - ``LocustInterceptor`` fires a locust request event for every RPC, named by RPC ("AddNums"),
   request_type "grpc"; a failed call carries its status code in the exception ("NOT_FOUND: ...").
-- ``--watch-users`` users (2 by default) each hold a Watch open and report every update as a "Watch"
-  event whose time is its staleness (arrival minus the snapshot's server time).
-- The mix (weights of AddNum, AddNums, FindMedian, TopK, BottomK, GetStats; batch size; k; how many streams,
-  which fraction windowed, window size) comes from the custom options below, each defaulting to an
-  environment variable ``LOADTEST_*``. The master (or the local runner) creates the streams and
-  pre-fills them at test start with big AddNums batches, outside the measured calls.
+- ``WatchUser`` (``--watch-users`` of the users, 2 by default) each hold a Watch open on a random
+  stream for ``--watch-seconds``, then reopen on another. The first update of each is a request
+  "Watch open" timed from opening the call; every later update is a request "Watch" whose time is its
+  staleness: when it arrived minus its ``stats.time`` (the server's clock). A failure is reported with
+  its status code under the name of what it interrupted; the watches we cancel ourselves (at the end
+  of a hold, and when the test stops) are not failures.
+- The mix (weights of AddNum, AddNums, FindMedian, TopK, BottomK, GetStats; batch size; k; quantiles;
+  how many streams, which fraction windowed, window size) comes from the custom options below, each
+  defaulting to an environment variable ``LOADTEST_*``. The master (or the local runner) creates the
+  streams and pre-fills them at test start with big AddNums batches, outside the measured calls.
 - Locust keeps sub-100 ms times at whole milliseconds, so every call's latency is also recorded in
   nanoseconds in a log-linear histogram (``loadtest/histogram.py``). Workers send theirs to the master
   with each stats report; the master (or the local runner) prints the µs table at exit and writes it to
@@ -63,6 +67,10 @@ REQUEST_TYPE = "grpc"
 WIRE_KEY = "streamstats_latency"
 SETUP_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
+MAX_QUANTILES = 100  # the server's limit per StatsQuery
+MIN_WATCH_INTERVAL_S = 0.01  # the server's: a shorter min_interval is INVALID_ARGUMENT
+WATCH_RETRY_S = 1.0  # pause after a failed Watch, so that a refusing server is not hammered
+WATCH_OPEN, WATCH_UPDATE = "Watch open", "Watch"  # request names of a watch's first and later updates
 
 Listener = TypeVar("Listener", bound=Callable[..., None])
 
@@ -113,7 +121,7 @@ OPTIONS = (
         2,
         "of the --users, how many each hold a Watch open (the rest make calls; 0: none)",
     ),
-    Option("--watch-interval", float, 0.1, "min_interval of each Watch (s)"),
+    Option("--watch-interval", float, 0.1, "min_interval of each Watch (s; the server's minimum is 0.01)"),
     Option(
         "--watch-seconds",
         float,
@@ -121,7 +129,7 @@ OPTIONS = (
         "how long a watch user holds one Watch before moving to another stream",
     ),
     Option("--batch-size", int, 100, "values per AddNums call"),
-    Option("--k", int, 10, "k of TopK and BottomK (at most the server's --max-k)"),
+    Option("--k", int, 10, "k of TopK, BottomK, GetStats and Watch (at most the server's --max-k)"),
     Option("--streams", int, 100, "how many streams the users spread their calls over"),
     Option("--windowed-fraction", float, 0.5, "fraction of the streams that keep a window"),
     Option("--window-size", int, 10_000, "window of a windowed stream: keep its last N values"),
@@ -219,8 +227,12 @@ class Mix:
             ),
             (mix.batch_size >= 1, "--batch-size must be >= 1"),
             (all(0.0 <= q <= 1.0 for q in mix.quantiles), "--quantiles must each be within 0..1"),
+            (len(mix.quantiles) <= MAX_QUANTILES, f"--quantiles: at most {MAX_QUANTILES}"),
             (mix.watch_users >= 0, "--watch-users must be >= 0"),
-            (mix.watch_interval >= 0.01, "--watch-interval must be >= 0.01"),
+            (
+                mix.watch_interval >= MIN_WATCH_INTERVAL_S,
+                f"--watch-interval must be >= {MIN_WATCH_INTERVAL_S}",
+            ),
             (mix.watch_seconds > 0, "--watch-seconds must be > 0"),
             (mix.k >= 1, "--k must be >= 1"),
             (mix.streams >= 1, "--streams must be >= 1"),
@@ -413,64 +425,113 @@ class StreamStatsUser(User):
         return self.stub.GetStats(request, timeout=self.mix.rpc_timeout)
 
 
-class WatchUser(User):
-    """Holds a Watch open on a random stream for --watch-seconds, then moves to another one. Each
-    update is a locust request event named "Watch" whose response time is its staleness: when it
-    arrived minus the server time of the snapshot (so it measures how fresh pushed statistics are)."""
+class _OpenWatch:
+    """A Watch call and whether we cancelled it: our own CANCELLED (end of a hold, test stopping) is
+    how a watch ends normally, anyone else's is a failure."""
 
-    fixed_count = 2  # set from --watch-users at init (see _on_init)
+    def __init__(self, call: Any) -> None:
+        self.call = call  # grpc's call iterator: grpc-stubs types cancel() loosely, so Any
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.call.cancel()
+
+
+# The watches open in this process, so that stopping the test ends them at once: a watch never ends by
+# itself, and a user told to stop gracefully (--stop-timeout) would otherwise hold it until its hold ends.
+_open_watches: set[_OpenWatch] = set()
+
+
+class WatchUser(User):
+    """Holds a Watch open on a random stream for --watch-seconds, then reopens on another stream.
+
+    The first update is a "Watch open" event timed from opening the call (what a new watcher waits).
+    Each later update is a "Watch" event whose time is its staleness: when it arrived minus its
+    ``stats.time``, i.e. how old the pushed statistics are on arrival. Not the first update's: watchers
+    of one query share the snapshot of an unchanged stream, so a new watch's first update can carry
+    the time another watcher's snapshot was taken, long before this watch was opened.
+    """
+
+    fixed_count = 2  # --watch-users, set at init (see _apply_watch_users)
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.mix = Mix.from_options(environment.parsed_options)
         self._channel: grpc.Channel | None = None
-        self._call: Any = None
+        self._watch: _OpenWatch | None = None
+        self._stream = -1
+        self._failed = False
         self._fire: Callable[..., None] = environment.events.request.fire
 
     def wait_time(self) -> float:
-        return 0.0
+        return WATCH_RETRY_S if self._failed else 0.0
 
     def on_start(self) -> None:
         self._channel = grpc.insecure_channel(grpc_target(self.host))
 
     def on_stop(self) -> None:
-        if self._call is not None:
-            self._call.cancel()  # a watch never ends by itself: end it now, not at its deadline
+        if self._watch is not None:
+            self._watch.cancel()  # a watch never ends by itself: end it now, not at its deadline
         if self._channel is not None:
             self._channel.close()
-        self._channel = self._call = None
+        self._channel = self._watch = None
+
+    def _next_stream(self) -> int:
+        """A random stream, another than the last one when there is another."""
+        if self._stream < 0 or self.mix.streams == 1:
+            return random.randrange(self.mix.streams)
+        choice = random.randrange(self.mix.streams - 1)  # then skip over the last one
+        return choice + 1 if choice >= self._stream else choice
 
     @task
     def watch(self) -> None:
-        assert self._channel is not None
-        stub = streamstats_pb2_grpc.StreamStatsStub(self._channel)
-        stream = self.mix.stream_name(random.randrange(self.mix.streams))
+        if self._channel is None:
+            raise LocustError("the user's channel is not open")
+        self._stream = self._next_stream()
         request = streamstats_pb2.WatchRequest(
-            stream=stream, query=self.mix.stats_query(), min_interval=_duration(self.mix.watch_interval)
+            stream=self.mix.stream_name(self._stream),
+            query=self.mix.stats_query(),
+            min_interval=_duration(self.mix.watch_interval),
         )
-        self._call = stub.Watch(request, timeout=self.mix.watch_seconds + self.mix.rpc_timeout)
-        ends = time.monotonic() + self.mix.watch_seconds
+        stub = streamstats_pb2_grpc.StreamStatsStub(self._channel)
+        # The deadline only backs up the hold timer below: a watch that reaches it has hung.
+        watch = _OpenWatch(stub.Watch(request, timeout=self.mix.watch_seconds + self.mix.rpc_timeout))
+        self._watch = watch
+        _open_watches.add(watch)
+        # A timer, not a check per update: a stream that does not change sends no update to check on.
+        hold = gevent.spawn_later(self.mix.watch_seconds, watch.cancel)
+        name, since_ns = WATCH_OPEN, time.perf_counter_ns()
+        self._failed = False
         try:
-            for update in self._call:
-                staleness_ns = max(0, time.time_ns() - update.stats.time.ToNanoseconds())
-                self._report(staleness_ns, update.ByteSize(), None)
-                if time.monotonic() >= ends:
-                    break
+            for update in watch.call:
+                if name == WATCH_OPEN:
+                    self._report(name, time.perf_counter_ns() - since_ns, update.ByteSize())
+                    name = WATCH_UPDATE
+                else:
+                    self._report(name, time.time_ns() - update.stats.time.ToNanoseconds(), update.ByteSize())
+                since_ns = time.perf_counter_ns()
+            # The call ended OK: the server shut down. The next open will tell whether it is back.
         except grpc.RpcError as error:
-            cancelled = isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.CANCELLED
-            if not cancelled:  # we cancel at the end of every watch and at stop: not a failure
+            if not (
+                watch.cancelled and isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.CANCELLED
+            ):
+                self._failed = True
                 code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
                 details = error.details() if isinstance(error, grpc.Call) else str(error)
-                self._report(0, 0, GrpcFailure(code, details))
+                self._report(name, time.perf_counter_ns() - since_ns, 0, GrpcFailure(code, details))
         finally:
-            if self._call is not None:
-                self._call.cancel()
-                self._call = None
+            hold.kill(block=False)
+            watch.cancel()  # also when this greenlet is being killed: the call must not outlive it
+            _open_watches.discard(watch)
+            self._watch = None
 
-    def _report(self, latency_ns: int, length: int, exception: Exception | None) -> None:
+    def _report(self, name: str, latency_ns: int, length: int, exception: Exception | None = None) -> None:
+        latency_ns = max(0, latency_ns)  # staleness across two clocks can come out negative
         self._fire(
             request_type=REQUEST_TYPE,
-            name="Watch",
+            name=name,
             response_time=latency_ns / 1e6,
             response_length=length,
             response=None,
@@ -542,16 +603,14 @@ _run = _Run()
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
     _run.environment = environment
     try:
-        mix = Mix.from_options(environment.parsed_options)  # fail at start on bad options, not in every user
-        WatchUser.fixed_count = mix.watch_users
-        if not mix.watch_users and WatchUser in environment.user_classes:
-            environment.user_classes.remove(WatchUser)  # fixed_count 0 would fall back to weights
+        Mix.from_options(environment.parsed_options)  # fail at start on bad options, not in every user
     except LocustError as bad_options:
         logger.error("%s", bad_options)
         sys.exit(2)  # SystemExit passes through locust's event hooks, which log and swallow exceptions
     if isinstance(environment.runner, WorkerRunner):
         listen(environment.events.report_to_master)(_on_report_to_master)
         return
+    _apply_watch_users(environment)
     if isinstance(environment.runner, MasterRunner):
         listen(environment.events.worker_report)(_on_worker_report)
     if environment.host:
@@ -596,6 +655,7 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
     _run.report.clear()
     _run.started = _run.stopped = None
     if not isinstance(environment.runner, WorkerRunner):
+        _apply_watch_users(environment)  # the web UI can change the options between runs
         error = _set_up_streams(environment)  # done at init already when --host was given
         if error is not None:
             logger.error("%s", error)
@@ -604,6 +664,18 @@ def _on_test_start(environment: Environment, **_kwargs: Any) -> None:
                 gevent.spawn(environment.runner.quit)
             return
     _run.started = time.perf_counter()
+
+
+def _apply_watch_users(environment: Environment) -> None:
+    """Make --watch-users the number of WatchUsers the master (or the local runner) dispatches.
+
+    Workers only spawn what they are sent, so only the dispatching side needs this. fixed_count 0
+    means "no fixed count" to locust, which would then give WatchUser users by weight: --watch-users 0
+    is weight 0 as well (kept in the user classes, so a worker still knows the class by name).
+    """
+    watch_users = Mix.from_options(environment.parsed_options).watch_users
+    WatchUser.fixed_count = watch_users
+    WatchUser.weight = 1 if watch_users else 0
 
 
 def _set_up_streams(environment: Environment) -> str | None:
@@ -632,6 +704,8 @@ def _set_up_streams(environment: Environment) -> str | None:
 
 @listen(events.test_stopping)
 def _on_test_stopping(environment: Environment, **_kwargs: Any) -> None:
+    for watch in list(_open_watches):
+        watch.cancel()
     if _run.started is not None and _run.stopped is None:
         _run.stopped = time.perf_counter()
 

@@ -26,7 +26,8 @@ from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
-RPCS = ("AddNum", "AddNums", "FindMedian", "TopK", "BottomK", "GetStats", "Watch")
+CALLS = ("AddNum", "AddNums", "FindMedian", "TopK", "BottomK", "GetStats")
+WATCH = ("Watch open", "Watch")  # a watch's first update, and the later ones
 LISTENING = "streamstats-server listening on "
 PERCENTS = (0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0)
 # A small, fast mix: 6 streams (3 windowed at 300 values), pre-filled to 20,000 values each (more than a
@@ -153,11 +154,12 @@ def read_csv(path: Path, key: str) -> dict[str, dict[str, str]]:
         return {row[key]: row for row in csv.DictReader(f)}
 
 
-def assert_every_rpc_recorded_without_failures(results: Path) -> None:
-    """Locust's stats CSV (ms) and our latency CSV (µs) both hold every RPC of the mix, the same counts."""
+def assert_every_rpc_recorded_without_failures(results: Path, names: tuple[str, ...]) -> None:
+    """Locust's stats CSV (ms) and our latency CSV (µs) both hold these names and no other, the same
+    counts, no failures."""
     locust_stats = read_csv(results / "locust_stats.csv", "Name")
     latency = read_csv(results / "locust_latency_us.csv", "Name")
-    for name in RPCS:
+    for name in names:
         assert locust_stats[name]["Type"] == "grpc"
         count = int(locust_stats[name]["Request Count"])
         assert count > 0 and int(locust_stats[name]["Failure Count"]) == 0, locust_stats[name]
@@ -169,15 +171,23 @@ def assert_every_rpc_recorded_without_failures(results: Path) -> None:
         assert 0 < p50 <= p95 <= p99 <= p999 <= top, row
         assert float(row["Calls/s"]) > 0
     assert int(latency[AGGREGATED]["Count"]) == int(locust_stats[AGGREGATED]["Request Count"])
-    assert set(latency) == {*RPCS, AGGREGATED}
+    assert set(latency) == {*names, AGGREGATED}
+    assert set(locust_stats) == {*names, AGGREGATED}
 
 
 @pytest.mark.slow
 def test_a_short_run_records_every_rpc_without_failures(tmp_path: Path) -> None:
+    # 2 of the 4 users watch (the default), each moving to another stream every 0.5 s; the others call.
+    # Stopping gracefully (--stop-timeout) waits for users to finish their task: the open watches must
+    # be ended at once rather than held to the end of their hold, and their CANCELLED is no failure.
+    watching = ["--watch-seconds", "0.5", "--watch-interval", "0.05", "--stop-timeout", "60"]
     with server() as address:
-        done = run_locust(address, tmp_path)
+        done = run_locust(address, tmp_path, *watching)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert_every_rpc_recorded_without_failures(tmp_path)
+        assert_every_rpc_recorded_without_failures(tmp_path, (*CALLS, *WATCH))
+        assert "Not all users finished" not in done.stdout + done.stderr
+        opened = read_csv(tmp_path / "locust_stats.csv", "Name")["Watch open"]
+        assert int(opened["Request Count"]) > 2  # 2 watch users, and at least one moved to another stream
         assert (tmp_path / "report.html").stat().st_size > 0
         assert "streamstats latency in microseconds" in done.stdout + done.stderr
         with grpc.insecure_channel(address) as channel:  # the streams were made and pre-filled
@@ -203,28 +213,30 @@ def test_failures_are_reported_with_their_status_code(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr  # locust's exit code when a call failed
     failures = read_csv(tmp_path / "locust_failures.csv", "Name")
     # k above --max-k: TopK and BottomK name "k", GetStats and Watch (which ask for top/bottom k too)
-    # "query.k".
-    assert set(failures) == {"TopK", "BottomK", "GetStats", "Watch"}
+    # "query.k"; a Watch fails before its first update.
+    assert set(failures) == {"TopK", "BottomK", "GetStats", "Watch open"}
     for row in failures.values():
         assert row["Method"] == "grpc", row
         assert row["Error"].startswith(
             ('GrpcFailure("INVALID_ARGUMENT: k: ', 'GrpcFailure("INVALID_ARGUMENT: query.k: ')
         ), row
     latency = read_csv(tmp_path / "locust_latency_us.csv", "Name")
-    for name in ("TopK", "BottomK", "GetStats", "Watch"):
+    for name in ("TopK", "BottomK", "GetStats", "Watch open"):
         assert int(latency[name]["Failures"]) == int(latency[name]["Count"]) > 0
+    assert "Watch" not in latency
     assert int(latency["FindMedian"]["Failures"]) == 0 < int(latency["FindMedian"]["Count"])
 
 
 @pytest.mark.slow
 def test_distributed_run_merges_the_workers_histograms_on_the_master(tmp_path: Path) -> None:
-    """loadtest/run.py: its own server, a master and one worker; only the worker runs users."""
+    """loadtest/run.py: its own server, a master and one worker; only the worker runs users. With
+    --watch-users 0 locust must not fall back to giving the watch user class users by weight."""
     command = [sys.executable, "-m", "loadtest.run", "--workers", "1", "-u", "3", "-r", "3", "-t", "3s"]
-    command += ["--results", str(tmp_path), "--", "--only-summary", *MIX]
+    command += ["--results", str(tmp_path), "--", "--only-summary", *MIX, "--watch-users", "0"]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean_env(), check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert_every_rpc_recorded_without_failures(tmp_path)
+    assert_every_rpc_recorded_without_failures(tmp_path, CALLS)
     assert "Got quit message from master" in (tmp_path / "worker-1.log").read_text(encoding="utf-8")
     assert "streamstats-server stopped (exit code 0)" in done.stdout
