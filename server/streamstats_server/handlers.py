@@ -54,6 +54,17 @@ def _safe_parser(message_class: type[Message]) -> Callable[[bytes], Message | Ma
     return parse
 
 
+def _serializer(message_class: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """Messages are serialized; bytes (a message the servicer encoded itself, as Watch does for
+    updates many watchers share) go out as they are."""
+    serialize = message_class.SerializeToString
+
+    def serializer(message: Message | bytes) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return serializer
+
+
 def add_servicer(servicer: object, server: grpc.aio.Server) -> None:
     """Serve every RPC of streamstats.v1.StreamStats with ``servicer``'s method of the same name."""
     handlers = {}
@@ -64,7 +75,7 @@ def add_servicer(servicer: object, server: grpc.aio.Server) -> None:
         handlers[method.name] = factory(
             getattr(servicer, method.name),
             request_deserializer=_safe_parser(request_class),
-            response_serializer=response_class.SerializeToString,
+            response_serializer=_serializer(response_class),
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(_SERVICE.full_name, handlers)  # type: ignore[attr-defined]  # grpc-stubs predates it

@@ -20,6 +20,7 @@ from sortedcontainers import SortedDict
 from streamstats_server.errors import LimitExceeded, StreamAlreadyExists, StreamNotFound
 from streamstats_server.storage import MemoryStorage, RecoveredStream, Storage, StreamSnapshot
 from streamstats_server.stream import Stream, StreamView, WindowConfig
+from streamstats_server.watch import wait_at_most
 
 log = logging.getLogger("streamstats.registry")
 
@@ -70,7 +71,7 @@ class Registry:
         self._last_ns = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpoint_again = False
-        self._closing: asyncio.Event | None = None  # set once: watches end (made lazily, on the loop)
+        self._closing: asyncio.Future[None] | None = None  # done once watches must end (made on the loop)
 
     def now_ns(self) -> int:
         """The current time in ns since the epoch, never less than a previous answer."""
@@ -295,26 +296,23 @@ class Registry:
         closes; StreamNotFound once the stream is deleted. Watchers passing the same ``share`` key
         (the same query) share one snapshot per state of the stream instead of each computing it.
         """
-        closing = self._closing_event()
+        closing = self._closing_future()
         async with self._locked(name) as stream:
             snapshot, seen = self._snapshot(stream, reader, share), stream.signal.version
             live = len(stream.window)
         yield snapshot, 0
         loop = asyncio.get_running_loop()
-        while not closing.is_set():
+        while not closing.done():
             sent_at = loop.time()
             await stream.signal.wait(seen, self._until_expiry(stream))
-            if closing.is_set():
+            if closing.done():
                 return
             if stream.deleted:
                 raise StreamNotFound(name)
             wait = sent_at + min_interval_s - loop.time()
-            if wait > 0:  # coalesce whatever else happens meanwhile into one update
-                try:
-                    await asyncio.wait_for(closing.wait(), wait)
-                    return
-                except TimeoutError:
-                    pass
+            # Coalesce whatever else happens meanwhile into one update (unless the server stops).
+            if wait > 0 and await wait_at_most(closing, wait):
+                return
             async with stream.lock:
                 if stream.deleted:
                     raise StreamNotFound(name)
@@ -350,14 +348,16 @@ class Registry:
             return None
         return max(0.0, (due + _EXPIRY_SLACK_NS - self.now_ns()) / 1e9)
 
-    def _closing_event(self) -> asyncio.Event:
+    def _closing_future(self) -> asyncio.Future[None]:
         if self._closing is None:
-            self._closing = asyncio.Event()
+            self._closing = asyncio.get_running_loop().create_future()
         return self._closing
 
     def end_watches(self) -> None:
         """End every watch (they return normally): the server is stopping."""
-        self._closing_event().set()
+        closing = self._closing_future()
+        if not closing.done():
+            closing.set_result(None)
         for stream in self._streams.values():
             stream.signal.wake()
 

@@ -192,6 +192,24 @@ def _stats_pb(stats: StreamStats, now_ns: int) -> pb.Stats:
     return message
 
 
+def encode_watch_update(stats: bytes, changes: int) -> bytes:
+    """``WatchUpdate(stats=<stats, already encoded>, changes=changes)``, encoded by hand: the Stats that
+    watchers of one query share is then serialized once per state, not once per watcher."""
+    encoded = b"\x0a" + _varint(len(stats)) + stats  # field 1 (stats), length-delimited
+    if changes:
+        encoded += b"\x10" + _varint(changes)  # field 2 (changes), varint; 0 is left out, as protobuf does
+    return encoded
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def _window_config(field: str, config: pb.StreamConfig) -> WindowConfig:
     duration = config.window_duration
     if duration.seconds < 0 or duration.nanos < 0:
@@ -364,15 +382,19 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         return pb.GetStatsResponse(stats=await self._registry.read(name, reader))
 
     @_rpc_stream(Scope.READ)
-    async def Watch(
+    async def Watch(  # type: ignore[override]  # yields encoded WatchUpdates (see handlers.py)
         self, request: pb.WatchRequest, context: Context, caller: Caller
-    ) -> AsyncIterator[pb.WatchUpdate]:
+    ) -> AsyncIterator[bytes]:
         name = self._stream_name(caller, "stream", request.stream)
         reader = self._stats_reader("query", request.query)
         interval = _min_interval("min_interval", request.min_interval)
         query = request.query.SerializeToString(deterministic=True)  # watchers of one query share snapshots
-        async for stats, changes in self._registry.watch(name, reader, interval, share=query):
-            yield pb.WatchUpdate(stats=stats, changes=changes)
+
+        def read_encoded(stream: Stream, now_ns: int) -> bytes:
+            return reader(stream, now_ns).SerializeToString()
+
+        async for stats, changes in self._registry.watch(name, read_encoded, interval, share=query):
+            yield encode_watch_update(stats, changes)
 
     def _stats_reader(self, field: str, query: pb.StatsQuery) -> Callable[[Stream, int], pb.Stats]:
         """Validate a StatsQuery; returns what reads it from a locked stream as a Stats message."""

@@ -37,6 +37,18 @@ class ChangeSignal:
             return
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
-        # shield: one waiter timing out or being cancelled must not cancel the future the others share.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._future), within_s)
+        await wait_at_most(self._future, within_s)
+
+
+async def wait_at_most(future: asyncio.Future[None], within_s: float | None) -> bool:
+    """Wait until ``future`` is done (True) or ``within_s`` seconds pass (False; None: no limit).
+
+    ``shield``: a waiter timing out or being cancelled must not cancel a future others share. And
+    ``asyncio.timeout`` rather than ``wait_for``, which would start a task per wait: with 1,000
+    watchers waiting several times a second that task churn was most of their cost.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            await asyncio.shield(future)
+            return True
+    return False
