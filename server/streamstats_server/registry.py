@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sortedcontainers import SortedDict
 
@@ -156,12 +156,16 @@ class Registry:
                 self._streams[name] = stream
                 async with stream.lock:  # a fresh lock: never waits
                     try:
-                        stream.last_lsn = await self._storage.log_create(
-                            name, config.window_size, config.window_duration_ns, stream.create_time_ns
+                        stream.last_lsn, cancelled = await _unstoppable(
+                            self._storage.log_create(
+                                name, config.window_size, config.window_duration_ns, stream.create_time_ns
+                            )
                         )
                     except BaseException:
                         self._forget(stream)
                         raise
+                    if cancelled:  # the CREATE is in the log: the stream stays, the caller goes
+                        raise asyncio.CancelledError
                     try:
                         yield stream, True
                     finally:
@@ -235,9 +239,11 @@ class Registry:
         """Remove a stream; its name is free again and its data leaves the disk at the next checkpoint,
         which this schedules."""
         async with self._locked(name) as stream:
-            await self._storage.log_delete(name)
+            _, cancelled = await _unstoppable(self._storage.log_delete(name))
             self._forget(stream)
         self.schedule_checkpoint(force=True)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def add(self, name: str, values: Sequence[float]) -> tuple[int, int]:
         """Append a validated batch atomically to the named stream (created if absent).
@@ -257,15 +263,23 @@ class Registry:
                 stream.window.expire(now)  # what has expired is no longer held: count it out first
                 self._settle(stream)
                 self._admit_values(name, stream.config, len(stream.window), len(values))
-            lsn = await self._storage.log_add(name, now, values)
-            if big:
-                result = await asyncio.to_thread(stream.add, values, now)
-            else:
-                result = stream.add(values, now)
-            stream.last_lsn = lsn
-            self.values_added_total += len(values)
-            stream.signal.changed()
+            result, cancelled = await _unstoppable(self._log_and_apply(stream, now, values, big))
         self.schedule_checkpoint()
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    async def _log_and_apply(
+        self, stream: Stream, now: int, values: Sequence[float], big: bool
+    ) -> tuple[int, int]:
+        lsn = await self._storage.log_add(stream.name, now, values)
+        if big:
+            result = await asyncio.to_thread(stream.add, values, now)
+        else:
+            result = stream.add(values, now)
+        stream.last_lsn = lsn
+        self.values_added_total += len(values)
+        stream.signal.changed()
         return result
 
     async def median(self, name: str) -> tuple[float | None, int]:
@@ -408,6 +422,27 @@ class Registry:
         if self._checkpoint_task is not None:
             await asyncio.gather(self._checkpoint_task, return_exceptions=True)
         await self._storage.close()
+
+
+async def _unstoppable(work: Coroutine[Any, Any, _T]) -> tuple[_T, bool]:
+    """Run ``work`` to the end even if the caller is cancelled meanwhile; return its result and
+    whether a cancellation arrived, which the caller re-raises once its state is consistent.
+
+    Once a change is handed to the log it may be durable, so memory must follow it: a cancelled
+    call (a client's deadline, a dropped connection) must not leave the stream without a change that
+    a restart would replay, nor release the stream's lock while a worker thread still applies it.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+            if task.done():
+                return task.result(), True
 
 
 def _snapshot_maker(stream: Stream) -> Callable[[], StreamSnapshot]:

@@ -45,6 +45,8 @@ from streamstats_server.validation import (
 )
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamStats"].full_name
+# Longer windows are "forever" in practice, and beyond ~584 years the nanoseconds no longer fit the log.
+MAX_WINDOW_SECONDS = 3_155_760_000  # 100 years of 365.25 days
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _PAGE_TOKEN_PREFIX = b"after:"
@@ -217,6 +219,12 @@ def _window_config(field: str, config: pb.StreamConfig) -> WindowConfig:
         raise InvalidArgument(f"{field}.window_duration", shown, "must not be negative")
     if duration.nanos >= 1_000_000_000:
         raise InvalidArgument(f"{field}.window_duration.nanos", duration.nanos, "must be below 1e9")
+    if duration.seconds > MAX_WINDOW_SECONDS:
+        raise InvalidArgument(
+            f"{field}.window_duration",
+            f"{duration.seconds}s",
+            f"must be at most 100 years ({MAX_WINDOW_SECONDS}s)",
+        )
     return WindowConfig(window_size=config.window_size, window_duration_ns=duration.ToNanoseconds())
 
 

@@ -319,18 +319,20 @@ class DurableStorage:
     async def log_create(
         self, name: str, window_size: int, window_duration_ns: int, create_time_ns: int
     ) -> int:
-        lsn = self._log.take_lsn()
-        await self._log.append(encode_create(lsn, name, window_size, window_duration_ns, create_time_ns))
+        lsn, record = self._log.take_lsn(
+            lambda lsn: encode_create(lsn, name, window_size, window_duration_ns, create_time_ns)
+        )
+        await self._log.append(record)
         return lsn
 
     async def log_add(self, name: str, arrival_ns: int, values: Sequence[float]) -> int:
-        lsn = self._log.take_lsn()
-        await self._log.append(encode_add(lsn, name, arrival_ns, values))
+        lsn, record = self._log.take_lsn(lambda lsn: encode_add(lsn, name, arrival_ns, values))
+        await self._log.append(record)
         return lsn
 
     async def log_delete(self, name: str) -> int:
-        lsn = self._log.take_lsn()
-        await self._log.append(encode_delete(lsn, name))
+        lsn, record = self._log.take_lsn(lambda lsn: encode_delete(lsn, name))
+        await self._log.append(record)
         return lsn
 
     def checkpoint_due(self) -> bool:

@@ -84,10 +84,13 @@ class LogWriter:
         self._failure: BaseException | None = None
         self.bytes_written = 0
 
-    def take_lsn(self) -> int:
+    def take_lsn(self, encode: Callable[[int], bytes]) -> tuple[int, bytes]:
+        """The next LSN and ``encode(lsn)``; the LSN is used up only if encoding succeeds, so a
+        record that cannot be encoded never leaves a gap in the log."""
         lsn = self._next_lsn
+        record = encode(lsn)
         self._next_lsn += 1
-        return lsn
+        return lsn, record
 
     def start(self) -> None:
         if self._policy is FsyncPolicy.INTERVAL:
