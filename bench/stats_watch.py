@@ -337,8 +337,9 @@ def render(
             "",
             f"Why it is missed: {main.watchers:,} watchers of a stream that changes all the time want "
             f"{wanted:,.0f} updates/s, and each cost the server about {main.server_us_per_update(baselines[1]):,.0f} "
-            "µs of its one core: the watcher's wake-up, its timed wait for the interval (an `asyncio.wait_for` "
-            "per update), the stream's lock to take the shared snapshot, and grpc's send of one message, all "
+            "µs of its one core: the watcher's wake-up, its timed wait for the interval (a timer and a shielded "
+            "future per update), the stream's lock to take the shared snapshot, and grpc's send of one message "
+            "(already encoded once per state), all "
             f"Python and asyncio work. Keeping {WATCH_GOAL:.0%} of ingest at that update rate needs at most "
             f"{(1 - WATCH_GOAL) * 1e6 / wanted:,.0f} µs per update (one timer per stream and interval for all "
             "its watchers, say, instead of one per watcher); until then a longer `min_interval` is the lever "
