@@ -7,7 +7,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from streamstats_server.structures import SlidingWindow
-from streamstats_server.structures.window import quantile_by_rank
 from streamstats_server.watch import ChangeSignal
 
 
@@ -126,14 +125,19 @@ class Stream:
         return self.window.bottom_k(k), len(self.window)
 
     def stats(self, now_ns: int, quantiles: Sequence[float], method: str, k: int) -> StreamStats:
-        """Every statistic at once (quantiles by numpy's ``method``, top/bottom ``k``; k=0: none).
+        """Every statistic at one instant, after expiring once: quantiles exactly as
+        ``numpy.quantile(values, q, method=method)`` (linear, lower, higher or nearest), top/bottom
+        ``k`` (k=0: none). Nothing is computed if nothing is live.
 
-        O(q log n + k) plus amortised expiry: each quantile is a rank lookup, the moments are O(1).
+        O(len(quantiles) log n + k) plus amortised expiry; the mean and stddev are O(1) after
+        converting the live values added since the previous read (see ``SlidingWindow.mean``). Raises
+        ValueError for a q outside [0, 1] or an unknown method (the caller validates them first).
         """
         window = self.window
         window.expire(now_ns)
         count = len(window)
-        if not count:
+        values = window.quantiles(quantiles, method)
+        if values is None:
             return StreamStats(0, self.total_added, None, None, None, None, None, [], [], [])
         return StreamStats(
             count=count,
@@ -143,7 +147,7 @@ class Stream:
             mean=window.mean(),
             stddev=window.stddev(),
             median=window.median(),
-            quantiles=[(q, quantile_by_rank(window.select, count, q, method)) for q in quantiles],
+            quantiles=list(zip(quantiles, values, strict=True)),
             top=window.top_k(k) if k else [],
             bottom=window.bottom_k(k) if k else [],
         )

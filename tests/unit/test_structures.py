@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from streamstats_server.structures import MedianHeaps, SlidingWindow, SortedFloats, WindowState
-from streamstats_server.structures.exact_moments import ExactMoments
+from streamstats_server.structures.exact_moments import ExactMoments, exact_sums
 from streamstats_server.structures.window import quantile_by_rank
 
 MAX = 1.7976931348623157e308
@@ -456,3 +456,321 @@ def test_exact_moments_survive_extremes_and_turnover() -> None:
     moments.add([3.0, 3.0])
     assert (moments.mean(), moments.stddev()) == (3.0, 0.0)
     moments._check([3.0, 3.0])
+
+
+# --- Rank access, quantiles, min/max ----------------------------------------------------------------
+
+
+def test_select_reads_through_the_change_log() -> None:
+    """After the index is built, single adds and removals are logged, not rebuilt; a split, a merge or
+    an overfull log drops the index and the next select rebuilds it."""
+    rng = random.Random(7)
+    model = sorted(float(rng.randrange(1000)) for _ in range(400))
+    sf = SortedFloats(model, load=16)
+    assert sf._offsets is None  # nothing built until a rank is read
+    assert [sf.select(r) for r in range(len(model))] == model
+    assert sf._offsets is not None and sf._log == []
+    cap = sf._log_cap
+    for step in range(3 * cap):
+        if step % 3:
+            v = float(rng.randrange(1000))
+            sf.add(v)
+            model.append(v)
+            model.sort()
+        else:
+            v = model.pop(rng.randrange(len(model)))
+            sf.remove(v)
+        sf._check()
+        rank = rng.randrange(len(model))
+        assert sf.select(rank) == model[rank]
+        if sf._log is not None:
+            assert len(sf._log) <= cap
+    assert [sf.select(r) for r in range(len(model))] == model
+    sf.update([float(v) for v in range(0, 1000, 50)])  # a bulk update into many chunks
+    model = sorted(model + [float(v) for v in range(0, 1000, 50)])
+    sf._check()
+    assert [sf.select(r) for r in range(len(model))] == model
+    assert sf.pop_smallest(5) == model[:5]  # drops the index (chunk indices shift)
+    assert sf._offsets is None
+    assert sf.select(0) == model[5]
+    sf._check()
+
+
+def test_select_index_dropped_by_split_and_merge() -> None:
+    sf = SortedFloats([float(v) for v in range(8)], load=2)  # chunks of 2..4
+    assert sf.select(3) == 3.0
+    sf.add(3.5)
+    sf.add(3.25)  # overfills a chunk: split
+    sf._check()
+    assert sf.select(4) == 3.25
+    for v in (0.0, 1.0, 2.0):  # underfills chunks: merges
+        sf.remove(v)
+        sf._check()
+        assert [sf.select(r) for r in range(len(sf))] == list(sf)
+
+
+def test_quantile_edge_cases() -> None:
+    assert MedianHeaps().quantile(0.5) is None
+    assert MedianHeaps().quantiles([0.1, 0.9]) is None
+    one = MedianHeaps([4.5])
+    for method in ("linear", "lower", "higher", "nearest"):
+        assert one.quantiles([0.0, 0.3, 0.5, 1.0], method) == [4.5] * 4
+    dup = MedianHeaps([2.0] * 5 + [7.0])
+    assert dup.quantiles([0.0, 0.5, 0.8, 0.9, 1.0]) == [2.0, 2.0, 2.0, 4.5, 7.0]
+    zeros = SlidingWindow()
+    zeros.add_many([-0.0, -0.0, 1.0], T0)
+    for q in (0.0, 0.25, 0.5):
+        value = zeros.quantile(q)
+        assert value == 0.0 and not is_negative_zero(value)
+    assert zeros.min() == 0.0 and not is_negative_zero(zeros.min() or 1.0)
+    assert (zeros.min(), zeros.max()) == (0.0, 1.0)
+    assert SlidingWindow().min() is None and SlidingWindow().max() is None
+    with pytest.raises(ValueError, match="empty"):
+        MedianHeaps().min()
+    with pytest.raises(ValueError, match="empty"):
+        MedianHeaps().max()
+
+
+@pytest.mark.parametrize("q", [-0.1, 1.0000001, math.nan, math.inf])
+def test_quantile_outside_zero_one_raises_even_when_empty(q: float) -> None:
+    for target in (MedianHeaps([1.0, 2.0]), MedianHeaps(), SlidingWindow()):
+        with pytest.raises(ValueError, match="q must be in"):
+            target.quantile(q)
+        with pytest.raises(ValueError, match="q must be in"):
+            target.quantiles([0.5, q])
+    with pytest.raises(ValueError, match="unknown quantile method"):
+        SlidingWindow().quantiles([0.5], "midpoint")
+
+
+def test_quantiles_between_the_extremes_stay_finite_where_numpy_overflows() -> None:
+    import numpy as np
+
+    values = [-MAX, -MAX, MAX, MAX]
+    w = SlidingWindow()
+    w.add_many(values, T0)
+    with np.errstate(all="ignore"):
+        numpy_says = [float(np.quantile(np.array(values), q)) for q in (0.4, 0.5, 0.6)]
+    assert all(math.isinf(v) for v in numpy_says)  # numpy: b - a overflows between -MAX and MAX
+    assert w.quantile(0.5) == 0.0
+    assert w.quantiles([0.0, 1.0]) == [-MAX, MAX]
+    got = w.quantiles([i / 100 for i in range(101)])
+    assert got is not None and all(map(math.isfinite, got))
+    assert got == sorted(got)  # still monotone in q
+    assert w.quantile(0.4) == pytest.approx(-0.6 * MAX, rel=1e-15)  # h = 1.2: -MAX * 0.8 + MAX * 0.2
+    assert w.quantile(0.5, "nearest") == MAX  # h = 1.5: a tie, to the even index 2
+    assert MedianHeaps([MAX, MAX]).quantile(0.3) == MAX  # same sign: b - a cannot overflow
+    with np.errstate(all="ignore"):
+        at_zero = float(np.quantile(np.array([-MAX, MAX]), 0.0))
+    assert math.isnan(at_zero)  # numpy: -MAX + inf * 0
+    assert MedianHeaps([-MAX, MAX]).quantile(0.0) == -MAX
+
+
+def test_nearest_ties_round_to_even_like_numpy() -> None:
+    import numpy as np
+
+    values = [float(v) for v in range(5)]  # h = 4q: ties at q = 1/8, 3/8, 5/8, 7/8
+    mh = MedianHeaps(values, load=2)
+    for q in (0.125, 0.375, 0.625, 0.875):
+        expected = float(np.quantile(np.array(values), q, method="nearest"))
+        assert mh.quantile(q, "nearest") == expected == float(round(4 * q))
+
+
+# --- Mean and standard deviation ------------------------------------------------------------------
+
+
+def test_mean_and_stddev_edge_cases() -> None:
+    w = SlidingWindow(max_count=3)
+    assert (w.mean(), w.stddev()) == (None, None)
+    w.add_many([5.0], T0)
+    assert (w.mean(), w.stddev()) == (5.0, 0.0)
+    w.add_many([-0.0, -0.0], T0 + 1)
+    assert w.mean() == 5.0 / 3
+    assert w.stddev() == math.sqrt(50.0 / 9)
+    w.add_many([7.0, 7.0, 7.0], T0 + 2)
+    assert (w.mean(), w.stddev()) == (7.0, 0.0)
+    w._check()
+
+
+def test_stddev_where_float_sums_overflow() -> None:
+    """The sums are exact integers, so results that are doubles come out right even where Σx² (or Σx)
+    would overflow a float: documented behaviour, numpy.std returns inf for these."""
+    cases = [
+        ([1e300, -1e300], 0.0, 1e300),
+        ([MAX, MAX], MAX, 0.0),
+        ([MAX, -MAX], 0.0, MAX),
+        ([MAX, MAX, -MAX, -MAX], 0.0, MAX),
+        ([1e300, 1e300, 1e300, -1e300], 5e299, math.sqrt(3) / 2 * 1e300),
+        ([MIN_SUBNORMAL, 0.0], MIN_SUBNORMAL / 2, MIN_SUBNORMAL / 2),
+    ]
+    for values, mean, stddev in cases:
+        w = SlidingWindow()
+        w.add_many(values, T0)
+        assert w.mean() == mean, values
+        got = w.stddev()
+        assert got is not None and abs(got - stddev) <= math.ulp(stddev), (values, got, stddev)
+
+
+def test_exact_sums_are_lazy_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adds convert nothing until a read (or until _UNSEEN_MAX values go unread); values added and
+    evicted between two reads are never converted; whole FIFO chunks leave the sums in O(1)."""
+    from streamstats_server.structures import window as window_module
+
+    converted: list[int] = []
+    real = exact_sums
+
+    def counting(values: array[float]) -> tuple[int, int]:
+        converted.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr(window_module, "exact_sums", counting)
+    w = SlidingWindow(max_count=100, fifo_chunk=16)
+    for i in range(5000):
+        w.add_many([float(i)], T0 + i)
+    w.add_many([float(i) for i in range(5000, 6000)], T0 + 5000)
+    assert converted == []
+    assert w.mean() == sum(range(5900, 6000)) / 100
+    assert sum(converted) == 100
+    converted.clear()
+    for i in range(6000, 6050):
+        w.add_many([float(i)], T0 + i)
+    assert w.mean() == sum(range(5950, 6050)) / 100
+    # The 50 new values, plus the popped part of the FIFO's first chunk (under 16); the rest of the
+    # evicted values left in whole chunks.
+    assert 50 <= sum(converted) < 50 + 16
+    w._check()
+
+    monkeypatch.setattr(window_module, "_UNSEEN_MAX", 64)
+    converted.clear()
+    big = SlidingWindow(fifo_chunk=16)
+    for i in range(1000):
+        big.add_many([float(i)], T0 + i)
+        assert big._values.unsummed() <= 64
+    assert 1000 - 65 <= sum(converted) <= 1000
+    big._check()
+
+
+def window_turning_over(kind: str, size: int, values: list[float]) -> SlidingWindow:
+    """``values`` fed through a count or time window of ``size`` values in batches of varied sizes
+    (single values included), reading the statistics now and then as a client would."""
+    rng = random.Random(size)
+    w = SlidingWindow(max_count=size) if kind == "count" else SlidingWindow(max_age_ns=size)
+    i = 0
+    now = T0
+    while i < len(values):
+        n = rng.choice([1, 1, 2, 7, 50, 333])
+        batch = values[i : i + n]
+        # A time window of `size` ns holding one value per ns: the batch arrives at its last value's ns.
+        now = T0 + i + len(batch) - 1 if kind == "time" else now + 1
+        w.add_many(batch, now)
+        i += len(batch)
+        if rng.random() < 0.05:
+            w.mean()
+    return w
+
+
+def exact_stddev(values: list[float]) -> float:
+    """The population standard deviation from exact rational arithmetic (one rounding in isqrt)."""
+    n = len(values)
+    mean = sum(map(Fraction, values), Fraction(0)) / n
+    variance = sum(((Fraction(v) - mean) * (Fraction(v) - mean) for v in values), Fraction(0)) / n
+    a, b = variance.numerator, variance.denominator
+    return math.isqrt((a * b) << 400) / (b << 200)  # sqrt(a / b) = sqrt(a * b) / b
+
+
+def assert_moments_after_turnover(w: SlidingWindow, values: list[float], *, numpy_too: bool = True) -> None:
+    """The window holds the newest values; its mean is correctly rounded and its stddev within 2 ulps
+    of the exact one, and both within 1e-9 (relative) of numpy's where numpy itself is that accurate."""
+    import numpy as np
+
+    w._check()
+    live = values[len(values) - len(w) :]
+    assert [v for v, _ in w.items()] == live
+    mean, stddev = w.mean(), w.stddev()
+    assert mean is not None and stddev is not None
+    assert mean == float(sum(map(Fraction, live)) / len(live))
+    expected = exact_stddev(live)
+    assert abs(stddev - expected) <= 2 * math.ulp(expected), (stddev, expected)
+    if numpy_too:
+        reference = np.array(live)
+        assert abs(mean - float(np.mean(reference))) <= 1e-9 * abs(mean)
+        np_std = float(np.std(reference))
+        assert abs(stddev - np_std) <= 1e-9 * np_std, (stddev, np_std)
+
+
+@pytest.mark.parametrize("kind", ["count", "time"])
+@pytest.mark.parametrize(
+    "shape", ["1e9 + noise", "many magnitudes", "a burst of 1e15 passes through", "tiny noise on 1e15"]
+)
+def test_mean_and_stddev_after_100_turnovers_match_numpy(kind: str, shape: str) -> None:
+    """100 * window_size values through the window: exact sums leave no drift behind."""
+    size = 1000
+    rng = random.Random(shape)
+    total = 100 * size
+    if shape == "1e9 + noise":
+        values = [1e9 + rng.uniform(-1.0, 1.0) for _ in range(total)]
+    elif shape == "many magnitudes":
+        values = [rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(-100, 100) for _ in range(total)]
+    elif shape == "a burst of 1e15 passes through":
+        values = [rng.gauss(1.0, 1e-3) for _ in range(total)]
+        values[40 * size : 45 * size] = [1e15 * rng.random() for _ in range(5 * size)]
+    else:
+        # Spread of a few ulps around 1e15: numpy's own float sums are off by more than 1e-9 here, so
+        # this one is checked against the exact values only.
+        values = [1e15 + rng.choice([-0.125, 0.0, 0.125, 0.25]) for _ in range(total)]
+    w = window_turning_over(kind, size, values)
+    # A time window may keep a few more: a batch arrives at once, at the time of its last value.
+    assert size <= len(w) < size + 333 if kind == "time" else len(w) == size
+    assert_moments_after_turnover(w, values, numpy_too=shape != "tiny noise on 1e15")
+
+
+@pytest.mark.parametrize("kind", ["count", "time"])
+def test_moments_where_numpy_overflows_after_turnover(kind: str) -> None:
+    """±1e300: Σx² overflows a double (numpy.std says inf); ours stays exact through turnover."""
+    size = 200
+    rng = random.Random(kind)
+    values = [rng.choice([-1.0, 1.0]) * 1e300 * rng.uniform(0.5, 1.0) for _ in range(100 * size)]
+    w = window_turning_over(kind, size, values)
+    assert_moments_after_turnover(w, values, numpy_too=False)
+
+
+def test_state_round_trip_keeps_the_statistics() -> None:
+    w = SlidingWindow(max_count=50, load=4, fifo_chunk=8)
+    rng = random.Random(3)
+    for i in range(300):
+        w.add_many([1e9 + rng.random() for _ in range(rng.choice([1, 3, 9]))], T0 + i)
+        if i % 17 == 0:
+            w.quantile(0.3)
+            w.mean()
+    restored = SlidingWindow.from_state(w.state(), 50, load=4, fifo_chunk=8)
+    restored._check()
+    qs = [0.0, 0.1, 0.5, 0.99, 1.0]
+    for method in ("linear", "lower", "higher", "nearest"):
+        assert restored.quantiles(qs, method) == w.quantiles(qs, method)
+    assert (restored.mean(), restored.stddev(), restored.min(), restored.max()) == (
+        w.mean(),
+        w.stddev(),
+        w.min(),
+        w.max(),
+    )
+
+
+def test_stream_stats_is_one_snapshot_after_expiry() -> None:
+    from streamstats_server.stream import Stream, WindowConfig
+
+    stream = Stream("s", WindowConfig(window_size=0, window_duration_ns=10), T0)
+    empty = stream.stats(T0, [0.5], "linear", 3)
+    assert (empty.count, empty.min, empty.mean, empty.stddev, empty.median) == (0, None, None, None, None)
+    assert (empty.quantiles, empty.top, empty.bottom) == ([], [], [])
+    stream.add([100.0], T0)
+    stream.add([4.0, 1.0, 3.0, 2.0], T0 + 5)
+    stats = stream.stats(T0 + 10, [0.0, 0.5, 0.9, 1.0], "linear", 2)  # expires the 100.0 first
+    assert (stats.count, stats.total_added) == (4, 5)
+    assert (stats.min, stats.max, stats.mean, stats.median) == (1.0, 4.0, 2.5, 2.5)
+    assert stats.stddev == math.sqrt(1.25)
+    assert stats.quantiles == [(0.0, 1.0), (0.5, 2.5), (0.9, pytest.approx(3.7)), (1.0, 4.0)]
+    assert (stats.top, stats.bottom) == ([4.0, 3.0], [1.0, 2.0])
+    assert stream.stats(T0 + 10, [0.5], "nearest", 0).quantiles == [(0.5, 3.0)]  # h = 1.5: even index 2
+    with pytest.raises(ValueError, match="unknown quantile method"):
+        stream.stats(T0 + 10, [0.5], "midpoint", 0)
+    gone = stream.stats(T0 + 15, [0.5], "linear", 2)
+    assert (gone.count, gone.total_added, gone.quantiles, gone.mean) == (0, 5, [], None)

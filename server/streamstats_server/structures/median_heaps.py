@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 
+from streamstats_server.structures.quantiles import check_quantile_args, quantile_by_rank
 from streamstats_server.structures.sorted_floats import DEFAULT_LOAD, SortedFloats
 
 __all__ = ["MedianHeaps"]
@@ -147,7 +148,7 @@ class MedianHeaps:
 
     def select(self, rank: int) -> float:
         """The value at 0-based ``rank`` in ascending order: in the lower half for the first
-        ``len(lower)`` ranks, else in the upper one. See ``SortedFloats.select`` for the cost.
+        ``len(lower)`` ranks, else in the upper one. O(log n) (see ``SortedFloats.select``).
         Raises IndexError outside 0..len-1."""
         below = self._lower._len
         if 0 <= rank < below:
@@ -155,6 +156,27 @@ class MedianHeaps:
         if rank < 0:
             raise IndexError(f"rank {rank} outside 0..{len(self) - 1}")
         return self._upper.select(rank - below)
+
+    def quantile(self, q: float, method: str = "linear") -> float | None:
+        """The exact q-quantile, bit-identical to ``numpy.quantile(values, q, method=method)`` for
+        method linear, lower, higher or nearest (see ``quantile_by_rank``); None when empty.
+        At most two O(log n) rank reads. Raises ValueError for q outside [0, 1] (or NaN) or an unknown
+        method, also when empty."""
+        n = len(self)
+        if not n:
+            check_quantile_args((q,), method)
+            return None
+        return quantile_by_rank(self.select, n, q, method)  # which checks q and method itself
+
+    def quantiles(self, qs: Sequence[float], method: str = "linear") -> list[float] | None:
+        """``quantile(q, method)`` for each q in ``qs``, in order; None when empty. O(len(qs) log n).
+        Raises ValueError as ``quantile`` does, before reading anything."""
+        check_quantile_args(qs, method)
+        n = len(self)
+        if not n:
+            return None
+        select = self.select
+        return [quantile_by_rank(select, n, q, method) for q in qs]
 
     def min(self) -> float:
         """The smallest value. O(1). Raises ValueError when empty."""

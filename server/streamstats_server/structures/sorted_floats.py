@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
-from itertools import accumulate, chain
+from itertools import accumulate, chain, repeat
 
 __all__ = ["DEFAULT_LOAD", "SortedFloats"]
 
@@ -22,6 +22,9 @@ _MERGE_RATIO = 16
 
 # Below this many values a bulk update is a loop of add(): sorting and grouping cost more than they save.
 _BULK_MIN = 8
+
+# The rank index's change log holds at least this many entries before it is dropped (see _log_cap).
+_LOG_MIN = 32
 
 
 def _float_chunk(values: Iterable[float] = ()) -> array[float]:
@@ -50,13 +53,35 @@ class SortedFloats:
       least ``load // 2``; this bounds every in-chunk memmove and keeps the chunk count at most
       ``2 * n / load + 1``;
     * ``_len`` is the total number of values;
-    * ``_offsets`` is None or the running totals of the chunk lengths (``_offsets[i]`` values are in
-      chunks ``0..i``): rank lookups build it when they need it, every change drops it.
+    * the rank index: either ``_offsets``, ``_log`` and ``_sorted_log`` are all None (no index), or
+      ``_offsets`` has one entry per chunk and, with ``D(k)`` the number of ``_log`` entries ``j <= k``
+      minus the number of entries ``~j`` with ``j <= k``, ``_offsets[k] + D(k)`` is the number of values
+      in chunks ``0..k``.  ``_offsets`` is the running totals of the chunk lengths when the index was
+      built, and each entry of ``_log`` records one value added to chunk ``j`` (``j``) or removed from
+      it (``~j``) since; ``len(_log) <= _log_cap``; ``_sorted_log`` is a sorted copy of a prefix of
+      ``_log`` (brought up to date by the next rank read).
+
+    The rank index costs nothing until the first ``select``. After that a single add or removal
+    appends one int to ``_log``; anything that changes the list of chunks (a split, a merge, bulk
+    removals) or overfills the log drops the index, and the next ``select`` rebuilds it at C speed in
+    O(n / load). So a ``select`` is O(log n) (a few bisects) plus, at most once per ``_log_cap``
+    changes or per chunk split/merge, that rebuild.
 
     Mutating the multiset while iterating over it gives unspecified results.
     """
 
-    __slots__ = ("_chunks", "_half", "_len", "_load", "_maxes", "_offsets", "_twice")
+    __slots__ = (
+        "_chunks",
+        "_half",
+        "_len",
+        "_load",
+        "_log",
+        "_log_cap",
+        "_maxes",
+        "_offsets",
+        "_sorted_log",
+        "_twice",
+    )
 
     def __init__(self, values: Iterable[float] = (), *, load: int = DEFAULT_LOAD) -> None:
         """Build from ``values`` (any order) with chunks of about ``load`` values.
@@ -72,6 +97,9 @@ class SortedFloats:
         self._maxes: list[float] = []
         self._len = 0
         self._offsets: list[int] | None = None
+        self._log: list[int] | None = None
+        self._sorted_log: list[int] | None = None
+        self._log_cap = _LOG_MIN
         self.update(values)
 
     @classmethod
@@ -116,7 +144,7 @@ class SortedFloats:
             self._chunks.append(_float_chunk((value,)))
             maxes.append(self._chunks[0][-1])
             self._len = 1
-            self._offsets = None
+            self._offsets = self._log = self._sorted_log = None
             return
         i = bisect_left(maxes, value)
         if i == len(maxes):
@@ -128,7 +156,11 @@ class SortedFloats:
             chunk = self._chunks[i]
             chunk.insert(bisect_right(chunk, value), value)
         self._len += 1
-        self._offsets = None
+        log = self._log
+        if log is not None:  # the rank index is in use: record the change (see the class docstring)
+            log.append(i)
+            if len(log) > self._log_cap:
+                self._offsets = self._log = self._sorted_log = None
         if len(chunk) > self._twice:
             self._split(i)
 
@@ -151,10 +183,13 @@ class SortedFloats:
             self._chunks = self._cut(batch)
             self._maxes = [c[-1] for c in self._chunks]
             self._len = n
-            self._offsets = None
+            self._offsets = self._log = self._sorted_log = None
             return
         maxes = self._maxes
         last = len(chunks) - 1
+        log = self._log
+        if log is not None and len(log) + n > self._log_cap:
+            self._offsets = self._log = self._sorted_log = log = None
         # Splits are applied after the loop so that the indices of _maxes stay valid during it.
         splits: list[tuple[int, list[array[float]]]] = []
         pos = 0
@@ -175,12 +210,15 @@ class SortedFloats:
             maxes[i] = chunk[-1]
             if len(chunk) > self._twice:
                 splits.append((i, self._cut(chunk)))
+            if log is not None:
+                log.extend(repeat(i, end - pos))
             pos = end
         for i, pieces in reversed(splits):
             chunks[i : i + 1] = pieces
             maxes[i : i + 1] = [c[-1] for c in pieces]
         self._len += n
-        self._offsets = None
+        if splits:
+            self._offsets = self._log = self._sorted_log = None
 
     def remove(self, value: float) -> None:
         """Remove one value equal to ``value``; raise ValueError if there is none.
@@ -198,7 +236,11 @@ class SortedFloats:
             raise ValueError(f"{value!r} is not in the multiset")
         del chunk[j]
         self._len -= 1
-        self._offsets = None
+        log = self._log
+        if log is not None:
+            log.append(~i)
+            if len(log) > self._log_cap:
+                self._offsets = self._log = self._sorted_log = None
         if len(chunk) >= self._half:  # the usual case, inlined: _repair is a call
             maxes[i] = chunk[-1]
         else:
@@ -225,7 +267,11 @@ class SortedFloats:
         value = chunk[0]
         del chunk[0]
         self._len -= 1
-        self._offsets = None
+        log = self._log
+        if log is not None:
+            log.append(-1)  # ~0: one value left chunk 0
+            if len(log) > self._log_cap:
+                self._offsets = self._log = self._sorted_log = None
         if len(chunk) < self._half:  # otherwise the chunk and its max are still fine
             self._repair(0)
         return value
@@ -238,7 +284,11 @@ class SortedFloats:
         chunk = self._chunks[-1]
         value = chunk.pop()
         self._len -= 1
-        self._offsets = None
+        log = self._log
+        if log is not None:
+            log.append(-len(self._chunks))  # ~(index of the last chunk)
+            if len(log) > self._log_cap:
+                self._offsets = self._log = self._sorted_log = None
         if len(chunk) >= self._half:
             self._maxes[-1] = chunk[-1]
         else:
@@ -248,17 +298,68 @@ class SortedFloats:
     def select(self, rank: int) -> float:
         """The value at 0-based ``rank`` in ascending order (``rank`` from 0 to ``len - 1``).
 
-        O(log n) by bisecting the running chunk totals, which the first lookup after a change
-        rebuilds at C speed in O(n / load) (one length per chunk of ~load values; ~20 µs at 1e6
-        values). Raises IndexError outside 0..len-1.
+        O(log n): a bisect on the chunk offsets, corrected by the logged changes since the index was
+        built (see the class docstring). The first call after a change of the chunk list rebuilds the
+        index at C speed in O(n / load) (~10 µs per 1e6 values). Raises IndexError outside 0..len-1.
         """
         if not 0 <= rank < self._len:
             raise IndexError(f"rank {rank} outside 0..{self._len - 1}")
         offsets = self._offsets
         if offsets is None:
-            offsets = self._offsets = list(accumulate(map(len, self._chunks)))
-        i = bisect_right(offsets, rank)
-        return self._chunks[i][rank - offsets[i - 1] if i else rank]
+            offsets = self._build_index()
+        if not self._log:
+            i = bisect_right(offsets, rank)
+            return self._chunks[i][rank - offsets[i - 1] if i else rank]
+        i, before = self._locate(rank, offsets)
+        return self._chunks[i][rank - before]
+
+    def _build_index(self) -> list[int]:
+        """Build the rank index from the chunk lengths (C speed, O(n / load)) and return its offsets."""
+        offsets = self._offsets = list(accumulate(map(len, self._chunks)))
+        self._log = []
+        self._sorted_log = []
+        # The log may hold this many changes: a select scans at most about 2 * cap / (load / 2) + 2
+        # chunks (the offsets grow by at least load // 2 per chunk), and replaying the log is never
+        # dearer than a rebuild.
+        self._log_cap = max(_LOG_MIN, min(len(offsets) // 4, 4 * self._half))
+        return offsets
+
+    def _locate(self, rank: int, offsets: list[int]) -> tuple[int, int]:
+        """(chunk index, number of values before that chunk) for ``rank``, with a non-empty log.
+
+        With ``D(k)`` the net logged change of chunks ``0..k``, the true running total is
+        ``T(k) = offsets[k] + D(k)``, and ``offsets[k] - removed <= T(k) <= offsets[k] + added``; so the
+        chunk holding ``rank`` (the first k with ``T(k) > rank``) is at or after the first k with
+        ``offsets[k] > rank - added`` and at or before the first k with ``offsets[k] > rank + removed``:
+        usually the same chunk, at most ``(added + removed) / (load // 2) + 1`` apart. ``D(k)`` is two
+        bisects on the sorted log: entries ``~j`` (removals) are negative and sort first.
+        """
+        log, ordered = self._log, self._sorted_log
+        assert log is not None and ordered is not None
+        if len(ordered) < len(log):
+            fresh = log[len(ordered) :]
+            if len(fresh) <= 8:
+                for entry in fresh:
+                    insort(ordered, entry)
+            else:
+                ordered += fresh
+                ordered.sort()  # timsort merges the sorted run with the new tail
+        removed = bisect_left(ordered, 0)
+        twice = removed + removed
+        # T(k) = offsets[k] + bisect_right(ordered, k, removed) + bisect_left(ordered, ~k, 0, removed) - twice
+        k = bisect_right(offsets, rank - (len(ordered) - removed))
+        # T(last) > rank: offsets[last] > rank + removed, or last is the last chunk (T = len > rank).
+        last = min(bisect_right(offsets, rank + removed, k), len(offsets) - 1)
+        while k < last and (
+            offsets[k] + bisect_right(ordered, k, removed) + bisect_left(ordered, ~k, 0, removed) - twice
+            <= rank
+        ):
+            k += 1
+        if not k:
+            return 0, 0
+        j = k - 1
+        before = offsets[j] + bisect_right(ordered, j, removed) + bisect_left(ordered, ~j, 0, removed)
+        return k, before - twice
 
     def smallest(self, k: int) -> list[float]:
         """The ``min(k, len)`` smallest values, ascending. O(k) (only the chunks holding them are
@@ -303,7 +404,7 @@ class SortedFloats:
         del chunks[:whole]
         del self._maxes[:whole]
         self._len -= k
-        self._offsets = None
+        self._offsets = self._log = self._sorted_log = None
         need = k - len(out)
         if need:
             chunk = chunks[0]
@@ -326,7 +427,7 @@ class SortedFloats:
             out.extend(reversed(chunks.pop()))
             self._maxes.pop()
         self._len -= k
-        self._offsets = None
+        self._offsets = self._log = self._sorted_log = None
         need = k - len(out)
         if need:
             chunk = chunks[-1]
@@ -354,6 +455,7 @@ class SortedFloats:
         chunk = self._chunks[i]
         right = chunk[len(chunk) // 2 :]
         del chunk[len(chunk) // 2 :]
+        self._offsets = self._log = self._sorted_log = None  # the chunk list changes
         self._chunks.insert(i + 1, right)
         self._maxes[i] = chunk[-1]
         self._maxes.insert(i + 1, right[-1])
@@ -369,9 +471,11 @@ class SortedFloats:
                 # Only reachable with a single chunk (the lower bound is at least 1): now empty.
                 del chunks[i]
                 del maxes[i]
+                self._offsets = self._log = self._sorted_log = None
             return
         # Underfull: merge with a neighbour (which holds at least load // 2 values, so the result
         # does too), and split again if that overfills it.
+        self._offsets = self._log = self._sorted_log = None  # the chunk list (or a boundary) changes
         j = i - 1 if i else i
         left = chunks[j]
         left.extend(chunks[j + 1])
@@ -414,5 +518,28 @@ class SortedFloats:
             total += len(chunk)
         if total != self._len:
             raise AssertionError(f"_len is {self._len} but the chunks hold {total} values")
-        if self._offsets is not None and self._offsets != list(accumulate(map(len, chunks))):
-            raise AssertionError(f"stale chunk offsets {self._offsets}")
+        self._check_index()
+
+    def _check_index(self) -> None:
+        offsets, log, ordered = self._offsets, self._log, self._sorted_log
+        if offsets is None:
+            if log is not None or ordered is not None:
+                raise AssertionError("a rank-index log without offsets")
+            return
+        if log is None or ordered is None:
+            raise AssertionError("rank-index offsets without a log")
+        if len(offsets) != len(self._chunks):
+            raise AssertionError(f"{len(offsets)} offsets for {len(self._chunks)} chunks")
+        if len(log) > self._log_cap:
+            raise AssertionError(f"log of {len(log)} entries over its cap {self._log_cap}")
+        if ordered != sorted(log[: len(ordered)]):
+            raise AssertionError("the sorted log is not a sorted prefix of the log")
+        net = [0] * len(offsets)
+        for entry in log:
+            if entry >= 0:
+                net[entry] += 1
+            else:
+                net[~entry] -= 1
+        expected = list(accumulate(map(len, self._chunks)))
+        if [o + d for o, d in zip(offsets, accumulate(net), strict=True)] != expected:
+            raise AssertionError(f"rank index {offsets} + log {log} disagrees with the chunks {expected}")

@@ -5,59 +5,23 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Generic, TypeVar
 
-from streamstats_server.structures.exact_moments import ExactMoments
+from streamstats_server.structures.exact_moments import ExactMoments, exact_sums, exact_sums_slowly
 from streamstats_server.structures.median_heaps import MedianHeaps
+from streamstats_server.structures.quantiles import QUANTILE_METHODS, quantile_by_rank
 from streamstats_server.structures.sorted_floats import DEFAULT_LOAD
 
 __all__ = ["DEFAULT_FIFO_CHUNK", "QUANTILE_METHODS", "SlidingWindow", "WindowState", "quantile_by_rank"]
 
-#: numpy.quantile's names for the definitions we offer.
-QUANTILE_METHODS = ("linear", "lower", "higher", "nearest")
-
-# Single values added or evicted wait (as raw doubles: 8 bytes each) before being folded into the
-# exact sums in one C-speed batch: converting a value alone costs about twice as much. Bounded, so a
-# read folds at most this many and an idle stream holds at most 2 x 2 KB of them.
-_PENDING_MAX = 256
-
-
-def quantile_by_rank(select: Callable[[int], float], n: int, q: float, method: str) -> float:
-    """The q-quantile of n sorted values, ``select(i)`` giving the i-th smallest, exactly as
-    ``numpy.quantile(values, q, method=method)`` computes it (method linear, lower, higher or nearest).
-
-    The virtual index is ``h = (n - 1) * q`` in floating point, as numpy computes it; ``nearest``
-    rounds a tie to the even index (numpy's ``around``); ``linear`` is numpy's ``_lerp``, whose form
-    changes at t = 0.5 so that it is exact at both ends. Where ``b - a`` overflows (values near
-    ±1.8e308 of opposite signs), numpy answers inf or nan; we interpolate as ``a * (1 - t) + b * t``,
-    which stays finite. Raises ValueError for q outside [0, 1] (or NaN) or an unknown method.
-    """
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be in [0, 1], got {q!r}")
-    if n < 1:
-        raise ValueError("the quantile of no values")
-    h = (n - 1) * q
-    below = math.floor(h)
-    if method == "lower":
-        return select(below)
-    if method == "higher":
-        return select(math.ceil(h))
-    if method == "nearest":
-        return select(round(h))  # round() breaks ties to even, as numpy.around does
-    if method != "linear":
-        raise ValueError(f"unknown quantile method {method!r}; use one of {', '.join(QUANTILE_METHODS)}")
-    a = select(below)
-    t = h - below
-    if not t:
-        return a
-    b = select(below + 1)
-    diff = b - a
-    if math.isinf(diff):
-        return a * (1.0 - t) + b * t
-    return a + diff * t if t < 0.5 else b - diff * (1.0 - t)
+# The exact sums of the live values are brought up to date by a read (mean, stddev), or once this many
+# values have been added since the last time: so a read converts at most this many new values (plus half
+# a FIFO chunk of evicted ones), ~7 ms at ~0.2 µs per value, and a window smaller than this whose mean
+# nobody reads never converts a value at all.
+_UNSEEN_MAX = 32768
 
 
 # 4096 doubles = 32 KiB per chunk: the per-chunk overhead (an array header and a deque slot) is
@@ -68,7 +32,21 @@ _N = TypeVar("_N", int, float)
 
 
 class _ChunkedFifo(Generic[_N]):
-    """A FIFO of numbers stored raw in fixed-size ``array`` chunks.
+    """A FIFO of numbers stored raw in fixed-size ``array`` chunks, which can also keep the exact Σx
+    and Σx² of its live items, brought up to date lazily by ``sync`` (for doubles: the window's values).
+
+    ``_sums[j] = [lo, hi, total, squares]`` holds the ``exact_sums`` of ``_chunks[j][lo:hi]`` for each
+    of the first ``len(_sums)`` chunks, and ``_moments`` their totals; both are None until the first
+    ``sync`` (so a FIFO never synced, like the window's arrival times, carries nothing). Appending
+    converts nothing; ``sync`` converts every live item not yet summed and takes the popped items of the
+    first chunk back out, after which ``_moments`` holds exactly the sums of the live items. A chunk that
+    is popped entirely takes its sums out in O(1). So each item is converted once if it is still live at
+    a sync (~0.2 µs), and at most once more if it is popped from a partly popped first chunk; items
+    appended and popped between two syncs are never converted. Memory: one small list per chunk.
+
+    (One class rather than a summing subclass: the window calls these methods on its values and on its
+    arrival times, and on CPython a call site that sees two classes misses its attribute caches, which
+    cost ~0.5 µs per single add.)
 
     Invariants (checked by ``_check``):
 
@@ -77,10 +55,14 @@ class _ChunkedFifo(Generic[_N]):
     * ``0 <= _head < len(_chunks[0])``: the items of the first chunk before ``_head`` are already
       popped (a chunk is dropped as soon as it is fully popped, so no chunk is ever all dead);
     * ``_head == 0`` when there are no chunks;
-    * ``_len`` is the number of live items.
+    * ``_len`` is the number of live items;
+    * ``_sums`` and ``_moments`` are both None or both set; ``len(_sums) <= len(_chunks)``; each entry
+      holds the exact sums of ``chunk[lo:hi]`` with ``0 <= lo <= hi <= len(chunk)``; ``lo == 0``
+      except in the first chunk, where ``lo <= _head``; every entry but the last has
+      ``hi == len(chunk)``; ``_moments`` is the total of the entries (its count: the total of ``hi - lo``).
     """
 
-    __slots__ = ("_chunk_size", "_chunks", "_head", "_len", "_typecode")
+    __slots__ = ("_chunk_size", "_chunks", "_head", "_len", "_moments", "_sums", "_typecode")
 
     def __init__(self, typecode: str, chunk_size: int) -> None:
         if chunk_size < 1:
@@ -90,6 +72,8 @@ class _ChunkedFifo(Generic[_N]):
         self._chunks: deque[array[_N]] = deque()
         self._head = 0
         self._len = 0
+        self._sums: deque[list[int]] | None = None
+        self._moments: ExactMoments | None = None
 
     def __len__(self) -> int:
         """O(1)."""
@@ -158,8 +142,7 @@ class _ChunkedFifo(Generic[_N]):
         self._head += 1
         self._len -= 1
         if self._head == len(chunk):
-            self._chunks.popleft()
-            self._head = 0
+            self._drop_first()
         return item
 
     def popleft_many(self, n: int) -> array[_N]:
@@ -176,12 +159,70 @@ class _ChunkedFifo(Generic[_N]):
             self._head += take
             n -= take
             if self._head == len(chunk):
-                chunks.popleft()
-                self._head = 0
+                self._drop_first()
         return out
+
+    def _drop_first(self) -> None:
+        """Drop the first chunk, all of whose items have been popped (and its sums, if any)."""
+        self._chunks.popleft()
+        self._head = 0
+        if self._sums:
+            lo, hi, total, squares = self._sums.popleft()
+            assert self._moments is not None
+            self._moments.add_sums(lo - hi, -total, -squares)
+
+    def sync(self) -> ExactMoments:
+        """Bring the exact sums up to date and return them: the sums of the live items. O(items appended
+        since the last sync that are still live + at most half a chunk of popped ones) conversions, O(1)
+        if none."""
+        chunks, sums, moments = self._chunks, self._sums, self._moments
+        if sums is None or moments is None:
+            sums = self._sums = deque()
+            moments = self._moments = ExactMoments()
+        if sums:
+            first = sums[0]
+            lo, hi = first[0], first[1]
+            head = self._head
+            if lo < head:
+                # Take the popped items out of the first chunk's sums, or sum its live part afresh if
+                # that is shorter: either way at most half a chunk.
+                cut = min(head, hi)
+                if cut - lo <= hi - cut:
+                    total, squares = exact_sums(chunks[0][lo:cut])
+                    total, squares = first[2] - total, first[3] - squares
+                else:
+                    total, squares = exact_sums(chunks[0][cut:hi])
+                moments.add_sums(lo - cut, total - first[2], squares - first[3])
+                sums[0] = [head, max(hi, head), total, squares]
+        for j in range(max(0, len(sums) - 1), len(chunks)):
+            chunk = chunks[j]
+            if j < len(sums):
+                entry = sums[j]
+            else:
+                start = self._head if j == 0 else 0
+                entry = [start, start, 0, 0]
+                sums.append(entry)
+            hi = entry[1]
+            if hi < len(chunk):
+                total, squares = exact_sums(chunk[hi:])
+                entry[1] = len(chunk)
+                entry[2] += total
+                entry[3] += squares
+                moments.add_sums(len(chunk) - hi, total, squares)
+        return moments
+
+    def unsummed(self) -> int:
+        """How many live items are not in the sums (the newest ones). O(1)."""
+        sums, moments = self._sums, self._moments
+        if not sums or moments is None:
+            return self._len
+        lo, hi = sums[0][0], sums[0][1]
+        popped = max(0, min(self._head, hi) - lo)  # popped from the first chunk but still summed
+        return self._len - (moments.count - popped)
 
     def _check(self) -> None:
         chunks = self._chunks
+        self._check_sums()
         if not chunks:
             if self._head or self._len:
                 raise AssertionError(f"no chunks but head={self._head}, len={self._len}")
@@ -198,6 +239,31 @@ class _ChunkedFifo(Generic[_N]):
         live = sum(len(c) for c in chunks) - self._head
         if live != self._len:
             raise AssertionError(f"_len is {self._len} but the chunks hold {live} live items")
+
+    def _check_sums(self) -> None:
+        sums, moments, chunks = self._sums, self._moments, self._chunks
+        if sums is None or moments is None:
+            if sums is not None or moments is not None:
+                raise AssertionError("sum entries without moments, or moments without entries")
+            return
+        if len(sums) > len(chunks):
+            raise AssertionError(f"{len(sums)} sum entries for {len(chunks)} chunks")
+        count = total = squares = 0
+        for j, (entry, chunk) in enumerate(zip(sums, chunks, strict=False)):  # sums cover a prefix
+            lo, hi, t, q = entry
+            if not 0 <= lo <= hi <= len(chunk):
+                raise AssertionError(f"sum entry {j} covers [{lo}, {hi}) of a chunk of {len(chunk)}")
+            if (j and lo) or (not j and lo > self._head):
+                raise AssertionError(f"sum entry {j} starts at {lo} (head {self._head})")
+            if j < len(sums) - 1 and hi != len(chunk):
+                raise AssertionError(f"sum entry {j} stops at {hi} of {len(chunk)} but is not the last")
+            if (t, q) != exact_sums_slowly(chunk[lo:hi]):
+                raise AssertionError(f"sum entry {j} does not hold the exact sums of chunk[{lo}:{hi}]")
+            count += hi - lo
+            total += t
+            squares += q
+        if (moments.count, moments._sum, moments._squares) != (count, total, squares):
+            raise AssertionError(f"moments cover {moments.count} items, the entries {count}, or sums differ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +307,8 @@ class SlidingWindow:
     * run times strictly increase and run counts are positive (a run is extended, not repeated,
       when values arrive at the time of the newest run);
     * no value is ``-0.0`` (it is normalised to ``0.0`` on the way in);
-    * ``_moments`` plus the pending single values hold the exact sums of the live values;
+    * the FIFO's exact sums lack at most ``_unseen <= _UNSEEN_MAX`` live values (the newest), so a
+      ``mean``/``stddev`` converts at most that many (see ``_ChunkedFifo``);
     * ``len <= max_count`` when ``max_count`` is set, and when ``max_age_ns`` is set every value is
       younger than ``max_age_ns`` at ``_now_ns``, the latest time seen by ``add_many``/``expire``;
     * the FIFOs and the heaps satisfy their own invariants.
@@ -253,12 +320,10 @@ class SlidingWindow:
         "_load",
         "_max_age_ns",
         "_max_count",
-        "_moments",
         "_now_ns",
-        "_pending_in",
-        "_pending_out",
         "_run_counts",
         "_run_times",
+        "_unseen",
         "_values",
     )
 
@@ -285,9 +350,7 @@ class SlidingWindow:
         self._run_counts: _ChunkedFifo[int] = _ChunkedFifo("q", fifo_chunk)
         self._heaps = MedianHeaps(load=load)
         self._now_ns: int | None = None
-        self._moments = ExactMoments()
-        self._pending_in = array("d")  # single values added, not yet in _moments
-        self._pending_out = array("d")  # single values evicted, not yet out of _moments
+        self._unseen = 0  # values added since the exact sums were last brought up to date
 
     @classmethod
     def from_items(
@@ -335,7 +398,7 @@ class SlidingWindow:
             values = values[excess:]
         window._values.extend(values)
         window._heaps.update(values)
-        window._moments.add(values)
+        window._saw(len(values))
         return window
 
     @classmethod
@@ -352,9 +415,11 @@ class SlidingWindow:
         arrival time (a no-op for a state taken from a window with the same limits).
 
         O(n) memcpy when no limit cuts anything: the FIFO is filled from ``values`` and the halves
-        are slices of ``sorted_values``.  The state is trusted (a checkpoint is checksummed): only
-        the counts are checked, with ValueError if they disagree; ``_check`` verifies the rest.
-        The caller should ``expire(now_ns)`` before querying.
+        are slices of ``sorted_values``. The exact sums are rebuilt from the live values (O(n)
+        conversions, ~0.2 µs each) when there are more than ``_UNSEEN_MAX``, else by the first read.
+        The state is trusted (a checkpoint is checksummed): only the counts are checked, with
+        ValueError if they disagree; ``_check`` verifies the rest. The caller should ``expire(now_ns)``
+        before querying.
         """
         window = cls(max_count, max_age_ns, load=load, fifo_chunk=fifo_chunk)
         values = array("d")
@@ -379,11 +444,11 @@ class SlidingWindow:
         window._run_times.extend(state.run_times)
         window._run_counts.extend(state.run_lengths)
         window._heaps = MedianHeaps.from_sorted(ordered, load=load)
-        window._moments.add(values)
         newest = window._now_ns = state.run_times[-1]
         if max_count and len(values) > max_count:
             window._evict(len(values) - max_count)
         window.expire(newest)
+        window._saw(len(window))
         return window
 
     def state(self) -> WindowState:
@@ -439,7 +504,9 @@ class SlidingWindow:
         last ``max_count`` values are stored at all.  Raises ValueError if ``now_ns`` is older than
         the latest time seen by ``add_many`` or ``expire``.
 
-        O(m log n) for m values (bulk insertion), plus O(log n) per evicted or expired value.
+        O(m log n) for m values (bulk insertion), plus O(log n) per evicted or expired value. The
+        exact sums for ``mean``/``stddev`` are not updated here but by the next read, or here once
+        ``_UNSEEN_MAX`` values have gone unread (then ~0.2 µs per value still live).
         """
         if self._now_ns is not None and now_ns < self._now_ns:
             raise ValueError(f"time went backwards: {now_ns} < {self._now_ns}")
@@ -452,9 +519,7 @@ class SlidingWindow:
             self._values.append(value)
             self._add_run(now_ns, 1)
             self._heaps.add(value)
-            self._pending_in.append(value)
-            if len(self._pending_in) >= _PENDING_MAX:
-                self._fold()
+            self._unseen += 1
         elif n:
             if max_count and n >= max_count:
                 # The batch alone fills the window: everything older goes, so start afresh
@@ -467,13 +532,15 @@ class SlidingWindow:
             self._values.extend(batch)
             self._add_run(now_ns, len(batch))
             self._heaps.update(batch)
-            self._moments.add(batch)
+            self._unseen += len(batch)
         if max_count:
             excess = len(self._values) - max_count
             if excess > 0:
                 self._evict(excess)
         if self._max_age_ns:
             self.expire(now_ns)
+        if self._unseen > _UNSEEN_MAX:
+            self._sync()
 
     def expire(self, now_ns: int) -> int:
         """Remove the values with ``now_ns - arrival_ns >= max_age_ns``, oldest first, and return
@@ -509,30 +576,34 @@ class SlidingWindow:
         return self._heaps.max() if len(self._values) else None
 
     def mean(self) -> float | None:
-        """The mean of the live values (correctly rounded from exact sums), None when empty.
-        O(1) (folding at most ``_PENDING_MAX`` pending single values)."""
-        self._fold()
-        return self._moments.mean()
+        """The mean of the live values, correctly rounded from their exact sum; None when empty.
+
+        O(1) bigint arithmetic, after converting the live values added since the last read (at most
+        ``_UNSEEN_MAX``) and the popped values of the FIFO's first chunk (see ``_ChunkedFifo``).
+        """
+        return self._sync().mean()
 
     def stddev(self) -> float | None:
-        """The population standard deviation of the live values (numpy.std, ddof=0) from exact
-        sums, so it never drifts however often the window turns over; None when empty. O(1)."""
-        self._fold()
-        return self._moments.stddev()
+        """The population standard deviation of the live values (numpy.std, ddof=0), from exact sums:
+        the exact variance rounded once, then its square root; it never drifts however often the
+        window turns over, and it is finite and right when intermediate float sums would overflow
+        (values near ±1.8e308). None when empty. Cost as for ``mean``."""
+        return self._sync().stddev()
 
     def select(self, rank: int) -> float:
         """The live value at 0-based ``rank`` in ascending order. See ``SortedFloats.select``."""
         return self._heaps.select(rank)
 
     def quantile(self, q: float, method: str = "linear") -> float | None:
-        """The exact q-quantile of the live values by numpy's ``method`` (see ``quantile_by_rank``),
-        None when empty. O(log n) per rank read (see ``SortedFloats.select``)."""
-        n = len(self._values)
-        if not n:
-            if not 0.0 <= q <= 1.0:
-                raise ValueError(f"q must be in [0, 1], got {q!r}")
-            return None
-        return quantile_by_rank(self._heaps.select, n, q, method)
+        """The exact q-quantile of the live values, bit-identical to ``numpy.quantile(values, q,
+        method=method)`` (see ``quantile_by_rank``); None when empty. Two O(log n) rank reads.
+        Raises ValueError for q outside [0, 1] (or NaN) or an unknown method, even when empty."""
+        return self._heaps.quantile(q, method)
+
+    def quantiles(self, qs: Sequence[float], method: str = "linear") -> list[float] | None:
+        """``quantile(q, method)`` for each q in ``qs``, in order; None when empty. O(len(qs) log n).
+        Raises ValueError as ``quantile`` does, before reading anything."""
+        return self._heaps.quantiles(qs, method)
 
     def top_k(self, k: int) -> list[float]:
         """The ``min(k, len)`` largest live values, largest first. O(k + log n).
@@ -554,13 +625,11 @@ class SlidingWindow:
 
     def _clear(self) -> None:
         """Forget every value and arrival time (the limits and the latest time stay)."""
-        self._values = _ChunkedFifo("d", self._fifo_chunk)
         self._run_times = _ChunkedFifo("q", self._fifo_chunk)
         self._run_counts = _ChunkedFifo("q", self._fifo_chunk)
         self._heaps = MedianHeaps(load=self._load)
-        self._moments.clear()
-        del self._pending_in[:]
-        del self._pending_out[:]
+        self._values = _ChunkedFifo("d", self._fifo_chunk)
+        self._unseen = 0
 
     def _add_run(self, now_ns: int, count: int) -> None:
         """Record that ``count`` values arrived at ``now_ns`` (the newest time)."""
@@ -591,32 +660,32 @@ class SlidingWindow:
     def _remove_oldest(self, n: int) -> None:
         """Remove the ``n`` oldest values from the FIFO and the heaps (the runs are done already)."""
         if n == 1:
-            value = self._values.popleft()
-            self._heaps.remove(value)
-            self._pending_out.append(value)
-            if len(self._pending_out) >= _PENDING_MAX:
-                self._fold()
+            self._heaps.remove(self._values.popleft())
             return
         heaps = self._heaps
-        gone = self._values.popleft_many(n)
-        for value in gone:
+        for value in self._values.popleft_many(n):
             heaps.remove(value)
-        self._moments.remove(gone)
 
-    def _fold(self) -> None:
-        """Fold the single values waiting in the pending lists into the exact sums."""
-        if self._pending_in:
-            self._moments.add(self._pending_in)
-            del self._pending_in[:]
-        if self._pending_out:
-            self._moments.remove(self._pending_out)
-            del self._pending_out[:]
+    def _saw(self, n: int) -> None:
+        """Count ``n`` values added without their sums; sync when too many have gone unseen."""
+        self._unseen += n
+        if self._unseen > _UNSEEN_MAX:
+            self._sync()
+
+    def _sync(self) -> ExactMoments:
+        """Bring the exact sums up to date with the live values and return them (see
+        ``_ChunkedFifo.sync``)."""
+        self._unseen = 0
+        return self._values.sync()
 
     def _check(self) -> None:
-        """Assert every invariant listed in the class docstring. O(n log n); for tests."""
-        self._fold()
-        self._moments._check(list(self._values))
+        """Assert every invariant listed in the class docstring. O(n log n); for tests. Does not
+        change anything (in particular it does not sync the sums)."""
         self._values._check()
+        if not self._values.unsummed() <= self._unseen <= _UNSEEN_MAX:
+            raise AssertionError(
+                f"{self._values.unsummed()} live values unsummed, {self._unseen} counted as unseen"
+            )
         self._run_times._check()
         self._run_counts._check()
         self._heaps._check()
