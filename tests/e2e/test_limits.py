@@ -11,21 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from tests.conftest import TEST_CONFIG, ServerFactory, ThreadedServer
+from tests.e2e.calls import error_of
 
 T = 10.0
-
-
-def error_of(call: Callable[[], object]) -> grpc.Call:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert isinstance(info.value, grpc.Call)
-    return info.value
 
 
 def assert_exhausted(call: Callable[[], object], *fragments: str) -> None:

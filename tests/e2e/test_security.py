@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from tests.conftest import ServerFactory
+from tests.e2e.calls import error_of
 from tests.e2e.program import program_environment
 
 T = 10.0
@@ -73,13 +74,6 @@ def stub(channel: grpc.Channel) -> pb_grpc.StreamStatsStub:
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
-
-
-def error_of(call: Callable[[], object]) -> grpc.Call:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert isinstance(info.value, grpc.Call)
-    return info.value
 
 
 def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:

@@ -17,15 +17,9 @@ from grpc_status import rpc_status
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
+from tests.e2e.calls import error_of
 
 T = 10.0  # every call has a deadline
-
-
-def error_of(call: Callable[[], object]) -> grpc.Call:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert isinstance(info.value, grpc.Call)
-    return info.value
 
 
 def details(err: grpc.Call) -> str:

@@ -6,7 +6,6 @@ import math
 import random
 import statistics
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,6 +15,7 @@ from google.protobuf import duration_pb2
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
+from tests.e2e.calls import error_of
 
 T = 10.0
 QS = [0.0, 0.001, 0.1, 0.25, 1 / 3, 0.5, 0.9, 0.99, 0.999, 1.0]
@@ -31,13 +31,6 @@ def stats(stub: pb_grpc.StreamStatsStub, name: str, **query: Any) -> pb.Stats:
     response = stub.GetStats(pb.GetStatsRequest(stream=name, query=pb.StatsQuery(**query)), timeout=T)
     result: pb.Stats = response.stats
     return result
-
-
-def error_of(call: Callable[[], object]) -> grpc.Call:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert isinstance(info.value, grpc.Call)
-    return info.value
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import duration_pb2
 
 from streamstats.v1 import streamstats_pb2 as pb
 from streamstats.v1 import streamstats_pb2_grpc as pb_grpc
 from tests.conftest import TEST_CONFIG, ServerFactory, ThreadedServer
+from tests.e2e.calls import error_of
 
 T = 20.0
 
@@ -47,13 +47,6 @@ class Watching:
 def watch(stub: pb_grpc.StreamStatsStub, name: str, every: float = 0.05, **query: Any) -> Watching:
     request = pb.WatchRequest(stream=name, query=pb.StatsQuery(**query), min_interval=interval(every))
     return Watching(stub.Watch(request, timeout=T))
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.Call:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert isinstance(info.value, grpc.Call)
-    return info.value
 
 
 def until_count(updates: Watching, count: int) -> list[pb.WatchUpdate]:
@@ -100,7 +93,7 @@ def test_deleting_the_stream_ends_the_watch_with_not_found(stub: pb_grpc.StreamS
     next(updates)
     stub.DeleteStream(pb.DeleteStreamRequest(name="d"), timeout=T)
     stub.AddNum(pb.AddNumRequest(stream="d", value=2.0), timeout=T)  # a new stream of the same name
-    err = rpc_error(lambda: next(updates))
+    err = error_of(lambda: next(updates))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert "'d'" in (err.details() or "")
 
@@ -113,7 +106,7 @@ def test_watch_checks_its_request(stub: pb_grpc.StreamStatsStub) -> None:
         (pb.WatchRequest(stream="v", query=pb.StatsQuery(quantiles=[2.0])), "query.quantiles[0]"),
         (pb.WatchRequest(stream="missing"), "'missing' not found"),
     ]:
-        err = rpc_error(lambda request=request: next(iter(stub.Watch(request, timeout=T))))  # type: ignore[misc]
+        err = error_of(lambda request=request: next(iter(stub.Watch(request, timeout=T))))  # type: ignore[misc]
         assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
         assert fragment in (err.details() or ""), err.details()
 
@@ -192,7 +185,7 @@ def test_a_watch_counts_as_a_call_in_progress(server_factory: ServerFactory) -> 
         stub.AddNum(pb.AddNumRequest(stream="x", value=1.0), timeout=T)
         first, second = watch(stub, "x"), watch(stub, "x")
         next(first), next(second)
-        err = rpc_error(lambda: stub.GetStream(pb.GetStreamRequest(name="x"), timeout=T))
+        err = error_of(lambda: stub.GetStream(pb.GetStreamRequest(name="x"), timeout=T))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         first.cancel()
         second.cancel()
