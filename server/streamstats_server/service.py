@@ -101,10 +101,7 @@ def _rpc(scope: Scope) -> Callable[[_Handler[_R]], _Method[_R]]:
         @functools.wraps(handler)
         async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> _R:
             try:
-                caller = self.authenticate(context)
-                caller.require(scope, method)
-                if isinstance(request, MalformedRequest):
-                    raise request.error()
+                caller = self._caller(context, scope, method, request)
                 with self._admitted():
                     try:
                         return await handler(self, request, context, caller)
@@ -128,10 +125,7 @@ def _rpc_stream(scope: Scope) -> Callable[[_StreamHandler[_R]], _StreamMethod[_R
         @functools.wraps(handler)
         async def wrapper(self: StreamStatsServicer, request: Any, context: Context) -> AsyncIterator[_R]:
             try:
-                caller = self.authenticate(context)
-                caller.require(scope, method)
-                if isinstance(request, MalformedRequest):
-                    raise request.error()
+                caller = self._caller(context, scope, method, request)
                 with self._admitted():
                     async for message in handler(self, request, context, caller):
                         yield message
@@ -161,11 +155,16 @@ DEFAULT_WATCH_INTERVAL_S = 1.0
 MIN_WATCH_INTERVAL_S = 0.01
 
 
-def _min_interval(field: str, duration: duration_pb2.Duration) -> float:
+def _check_duration(field: str, duration: duration_pb2.Duration) -> None:
+    """Not negative, and nanos a proper fraction of a second."""
     if duration.seconds < 0 or duration.nanos < 0:
         raise InvalidArgument(field, f"{duration.seconds}s {duration.nanos}ns", "must not be negative")
     if duration.nanos >= 1_000_000_000:
         raise InvalidArgument(f"{field}.nanos", duration.nanos, "must be below 1e9")
+
+
+def _min_interval(field: str, duration: duration_pb2.Duration) -> float:
+    _check_duration(field, duration)
     seconds = duration.seconds + duration.nanos / 1e9
     if seconds == 0:
         return DEFAULT_WATCH_INTERVAL_S
@@ -214,11 +213,7 @@ def _varint(value: int) -> bytes:
 
 def _window_config(field: str, config: pb.StreamConfig) -> WindowConfig:
     duration = config.window_duration
-    if duration.seconds < 0 or duration.nanos < 0:
-        shown = f"{duration.seconds}s {duration.nanos}ns"
-        raise InvalidArgument(f"{field}.window_duration", shown, "must not be negative")
-    if duration.nanos >= 1_000_000_000:
-        raise InvalidArgument(f"{field}.window_duration.nanos", duration.nanos, "must be below 1e9")
+    _check_duration(f"{field}.window_duration", duration)
     if duration.seconds > MAX_WINDOW_SECONDS:
         raise InvalidArgument(
             f"{field}.window_duration",
@@ -282,6 +277,14 @@ class StreamStatsServicer(pb_grpc.StreamStatsServicer):
         if self._tokens is None:
             return EVERYONE
         return self._tokens.authenticate(context.invocation_metadata())
+
+    def _caller(self, context: Context, scope: Scope, method: str, request: Any) -> Caller:
+        """Who calls, once they may call ``method`` and their request parsed; else a DomainError."""
+        caller = self.authenticate(context)
+        caller.require(scope, method)
+        if isinstance(request, MalformedRequest):
+            raise request.error()
+        return caller
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[None]:
