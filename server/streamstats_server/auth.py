@@ -110,9 +110,6 @@ class Tokens:
     def __init__(self, tokens: Sequence[_Token]) -> None:
         self._tokens = tuple(tokens)
 
-    def __len__(self) -> int:
-        return len(self._tokens)
-
     @classmethod
     def from_file(cls, path: str) -> Tokens:
         try:
